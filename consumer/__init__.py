@@ -1,0 +1,1 @@
+"""The KeyBlend worker and the library it calls: catalog, text, encoder, matcher."""

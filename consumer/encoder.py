@@ -1,0 +1,193 @@
+"""Text → unit vectors. The worker runs an ONNX export; tests use a deterministic fake.
+
+``OnnxEncoder`` needs only onnxruntime and tokenizers (no torch at serving time).
+``EmbeddingCache`` keys vectors by the encoder version and a hash of the text, so a
+restart or a catalog change encodes only new or changed products.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENCODER_CONFIG = "encoder.json"
+
+
+class Encoder(ABC):
+    """Maps texts to L2-normalised float32 vectors of a fixed dimension."""
+
+    dim: int
+    version: str
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, each row of unit length."""
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+class HashingEncoder(Encoder):
+    """A deterministic stand-in for tests and dry runs: hashed word and bigram features.
+
+    Texts that share words get similar vectors, so ranking tests mean something, and the
+    same text always gives the same vector on every machine (crc32, not hash()).
+    """
+
+    def __init__(self, dim: int = 64, seed: int = 0) -> None:
+        self.dim = dim
+        self.seed = seed
+        self.version = f"hashing-{dim}-{seed}"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        from consumer.text import lexical_tokens
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            tokens = lexical_tokens(text)
+            for feature in tokens + [a + " " + b for a, b in zip(tokens, tokens[1:], strict=False)]:
+                h = zlib.crc32(f"{self.seed}:{feature}".encode())
+                out[i, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
+            if not tokens:
+                out[i, zlib.crc32(text.encode()) % self.dim] = 1.0
+        return _normalise(out)
+
+
+class OnnxEncoder(Encoder):
+    """A sentence-transformer exported to ONNX: tokenise, run, mean-pool, normalise."""
+
+    def __init__(self, model_dir: Path, threads: int = 1, batch_size: int = 64) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        config = json.loads((model_dir / ENCODER_CONFIG).read_text(encoding="utf-8"))
+        self.config: dict[str, Any] = config
+        self.dim = int(config["dim"])
+        self.version = str(config["version"])
+        self.max_length = int(config.get("max_length", 128))
+        self.batch_size = batch_size
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_length)
+        self.tokenizer.no_padding()
+        options = ort.SessionOptions()
+        # One worker process per core is the deployment unit: threads are set, not guessed.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        model_file = model_dir / str(config.get("model_file", "model.onnx"))
+        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def _run(self, texts: Sequence[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(texts), width), dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        for i, enc in enumerate(encodings):
+            ids[i, : len(enc.ids)] = enc.ids
+            mask[i, : len(enc.ids)] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        (hidden,) = self.session.run(["last_hidden_state"], feeds)[:1]
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        return _normalise(pooled)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # Batches of similar length waste little work on padding.
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            out[chunk] = self._run([texts[i] for i in chunk])
+        return out
+
+
+def load_encoder(model_dir: Path, threads: int = 1) -> Encoder:
+    """An encoder folder by path: ONNX when it has one, else the hashing fake it names."""
+    config = json.loads((model_dir / ENCODER_CONFIG).read_text(encoding="utf-8"))
+    if config.get("kind") == "hashing":
+        return HashingEncoder(dim=int(config["dim"]), seed=int(config.get("seed", 0)))
+    return OnnxEncoder(model_dir, threads=threads)
+
+
+def save_hashing_encoder(encoder: HashingEncoder, model_dir: Path) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    config = {"kind": "hashing", "dim": encoder.dim, "seed": encoder.seed, "version": encoder.version}
+    (model_dir / ENCODER_CONFIG).write_text(json.dumps(config), encoding="utf-8")
+
+
+def text_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+class EmbeddingCache:
+    """Vectors by (encoder version, text hash), persisted as one .npz per encoder version."""
+
+    def __init__(self, encoder: Encoder, directory: Path | None = None) -> None:
+        self.encoder = encoder
+        self.path = None if directory is None else directory / f"{_safe(encoder.version)}.npz"
+        self._rows: dict[bytes, int] = {}
+        self._vectors = np.zeros((0, encoder.dim), dtype=np.float32)
+        self.hits = 0
+        self.misses = 0
+        if self.path is not None and self.path.exists():
+            self._load(self.path)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [text_key(t) for t in texts]
+        missing = list({k: t for k, t in zip(keys, texts, strict=True) if k not in self._rows}.items())
+        self.hits += len(texts) - sum(1 for k in keys if k not in self._rows)
+        if missing:
+            self.misses += len(missing)
+            fresh = self.encoder.encode([t for _, t in missing])
+            start = len(self._vectors)
+            self._vectors = np.concatenate([self._vectors, fresh]) if start else fresh
+            for offset, (key, _) in enumerate(missing):
+                self._rows[key] = start + offset
+        return self._vectors[[self._rows[k] for k in keys]] if keys else np.zeros((0, self.encoder.dim), np.float32)
+
+    @classmethod
+    def copy_of(cls, other: EmbeddingCache, directory: Path) -> EmbeddingCache:
+        """The same vectors, to be saved elsewhere (e.g. into a model folder)."""
+        copy = cls(other.encoder)
+        copy.path = directory / f"{_safe(other.encoder.version)}.npz"
+        copy._rows, copy._vectors = dict(other._rows), other._vectors
+        return copy
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = np.frombuffer(b"".join(self._rows), dtype="V16") if self._rows else np.zeros(0, "V16")
+        order = np.fromiter(self._rows.values(), dtype=np.int64, count=len(self._rows))
+        tmp = self.path.with_suffix(".tmp.npz")
+        np.savez(tmp, keys=keys, vectors=self._vectors[order], version=np.array(self.encoder.version))
+        tmp.replace(self.path)  # atomic: a crash never leaves half a cache
+
+    def _load(self, path: Path) -> None:
+        with np.load(path) as data:
+            if str(data["version"]) != self.encoder.version:
+                return
+            self._vectors = np.ascontiguousarray(data["vectors"], dtype=np.float32)
+            self._rows = {bytes(k): i for i, k in enumerate(data["keys"])}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,305 @@
+"""The engine: posts in, ranked products with reasons out, over an in-memory catalog.
+
+``Engine`` owns the shared state (catalog vectors in an index, history vectors), asks
+every configured scorer for candidates, fuses them, and explains the winners. Catalog
+changes are applied in place and encoded incrementally (through the embedding cache).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from consumer.candidates import Candidates
+from consumer.catalog import Catalog
+from consumer.encoder import ENCODER_CONFIG, EmbeddingCache, Encoder, load_encoder
+from consumer.fusion import Fusion, make_fusion
+from consumer.history import History
+from consumer.index import VectorIndex, make_index
+from consumer.scorers import MatchState, QueryBatch, Scorer, make_scorer
+from consumer.text import HashtagSegmenter, handles, lexical_tokens, post_text, words
+from consumer.versions import versions
+from schemas.events import PebbleUploaded, ProductChanged, Reason, SuggestedProduct
+
+
+class ScorerSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EngineConfig(BaseModel):
+    """How the engine ranks; saved as ``engine.json`` in a model folder."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str = "base"
+    scorers: list[ScorerSpec] = Field(
+        default_factory=lambda: [ScorerSpec(name="dense"), ScorerSpec(name="bm25")]
+    )
+    fusion: dict[str, Any] = Field(default_factory=lambda: {"name": "rrf", "k": 60.0})
+    candidates: int = Field(100, ge=1)  # per scorer, before fusion
+    index: str = "auto"
+    index_threshold: int = 200_000  # rows past which "auto" picks HNSW
+    brand_filter: bool = False  # True: a post with brand_ids gets only those brands' products
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One suggested product for a post, with the evidence for it."""
+
+    product_id: str
+    name: str
+    rank: int
+    score: float
+    reasons: tuple[Reason, ...] = ()
+
+    def to_event(self) -> SuggestedProduct:
+        return SuggestedProduct(product_id=self.product_id, name=self.name, rank=self.rank,
+                                score=round(self.score, 6), reasons=list(self.reasons))
+
+    def __str__(self) -> str:
+        why = "; ".join(r.text for r in self.reasons)
+        return f"{self.rank}. {self.name} [{self.product_id}] {self.score:.3f}" + (f" — {why}" if why else "")
+
+
+@dataclass(frozen=True)
+class Suggestions:
+    """The engine's answer for one post."""
+
+    pebble_id: str
+    recommendations: tuple[Recommendation, ...]
+    encode_ms: float
+    match_ms: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _as_pebble(post: PebbleUploaded | str, i: int) -> PebbleUploaded:
+    return post if isinstance(post, PebbleUploaded) else PebbleUploaded(id=f"text-{i}", caption=post)
+
+
+class Engine:
+    """Ranks the catalog for posts. Build with ``Engine.build`` or ``Engine.load``."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        encoder: Encoder,
+        history: History | None = None,
+        config: EngineConfig | None = None,
+        cache: EmbeddingCache | None = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.catalog = catalog
+        self.encoder = encoder
+        self.history = history or History()
+        self.cache = cache if cache is not None else EmbeddingCache(encoder)
+        vocabulary = {w for p in catalog for w in words(p.name)}
+        vocabulary |= {w for p in catalog for w in words(p.brand_name or "")}
+        self.segmenter = HashtagSegmenter(vocabulary)
+        self.index = self._new_index(catalog.n_rows)
+        self._index_rows(np.arange(catalog.n_rows))
+        catalog.take_changes()
+        texts = [self.post_text(item.post) for item in self.history]
+        self.state = MatchState(
+            catalog=catalog,
+            index=self.index,
+            history=self.history,
+            history_texts=texts,
+            history_tokens=[lexical_tokens(t) for t in texts],
+            history_handles=[frozenset(handles(i.post.hashtags, i.post.caption)) for i in self.history],
+            history_vectors=self.cache.encode(texts) if texts else np.zeros((0, encoder.dim), np.float32),
+        )
+        self.state.map_history_rows()
+        self.scorers: dict[str, Scorer] = {}
+        for spec in self.config.scorers:
+            scorer = make_scorer(spec.name, **spec.params)
+            scorer.fit(self.state)
+            self.scorers[spec.name] = scorer
+        fusion_params = dict(self.config.fusion)
+        self.fusion: Fusion = make_fusion(fusion_params.pop("name"), list(self.scorers),
+                                          **{k: v for k, v in fusion_params.items() if k != "scorers"})
+
+    # -- building blocks -----------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    def _new_index(self, n_rows: int) -> VectorIndex:
+        kind = self.config.index
+        if kind == "auto":
+            kind = "hnsw" if n_rows >= self.config.index_threshold else "exact"
+        return make_index(kind, self.encoder.dim)
+
+    def _index_rows(self, rows: np.ndarray) -> None:
+        live = [int(r) for r in rows if self.catalog.product(int(r)) is not None]
+        gone = [int(r) for r in rows if self.catalog.product(int(r)) is None]
+        if live:
+            vectors = self.cache.encode([self.catalog.text(r) for r in live])
+            self.index.upsert(np.array(live, dtype=np.int64), vectors)
+        if gone:
+            self.index.remove(np.array(gone, dtype=np.int64))
+
+    def post_text(self, pebble: PebbleUploaded) -> str:
+        return post_text(pebble.caption, pebble.hashtags, pebble.label.interests, self.segmenter.segment)
+
+    def prepare(self, pebbles: Sequence[PebbleUploaded]) -> QueryBatch:
+        texts = [self.post_text(p) for p in pebbles]
+        return QueryBatch(
+            pebbles=list(pebbles),
+            texts=texts,
+            tokens=[lexical_tokens(t) for t in texts],
+            handles=[frozenset(handles(p.hashtags, p.caption)) for p in pebbles],
+            vectors=self.encoder.encode(texts),
+        )
+
+    # -- catalog changes -----------------------------------------------------------------
+    def apply(self, changes: Sequence[ProductChanged]) -> None:
+        """Upserts and deletes, visible to the next ``suggest`` call."""
+        for change in changes:
+            if change.op == "delete":
+                self.catalog.delete(change.product_id)
+            elif change.product is not None:
+                self.catalog.upsert(change.product)
+        self.sync()
+
+    def sync(self) -> None:
+        """Encode and index rows changed since the last sync; refresh the scorers."""
+        changed = self.catalog.take_changes()
+        if not changed:
+            return
+        self._index_rows(np.array(sorted(changed), dtype=np.int64))
+        self.state.map_history_rows()
+        for scorer in self.scorers.values():
+            scorer.refresh(self.state, changed)
+
+    # -- ranking -------------------------------------------------------------------------
+    def allowed(self) -> np.ndarray:
+        return self.catalog.published.copy()
+
+    def rank(self, batch: QueryBatch, k: int) -> tuple[Candidates, dict[str, Candidates]]:
+        """Fused top-k per post, without products the post already tags, plus each scorer's run."""
+        self.sync()
+        allowed = self.allowed()
+        runs = {name: s.score(batch, self.config.candidates, allowed) for name, s in self.scorers.items()}
+        width = self.config.candidates
+        fused = self.fusion.fuse(runs, width)
+        out = Candidates.empty(len(batch), k)
+        for q, pebble in enumerate(batch.pebbles):
+            excluded = {self.catalog.row_of(pid) for pid in pebble.catalog_ids}
+            brands = set(pebble.brand_ids) if self.config.brand_filter else set()
+            kept = 0
+            for row, score in fused.query(q):
+                if row in excluded or not allowed[row]:
+                    continue
+                product = self.catalog.product(row)
+                if brands and (product is None or product.brand_id not in brands):
+                    continue
+                out.rows[q, kept], out.scores[q, kept] = row, score
+                kept += 1
+                if kept == k:
+                    break
+        return out, runs
+
+    def explain(self, batch: QueryBatch, runs: dict[str, Candidates], q: int, row: int) -> tuple[Reason, ...]:
+        reasons = []
+        for name, run in runs.items():
+            hit = np.flatnonzero(run.rows[q] == row)
+            if hit.size:
+                reason = self.scorers[name].explain(batch, q, row, float(run.scores[q, hit[0]]))
+                if reason is not None:
+                    reasons.append(reason)
+        return tuple(reasons)
+
+    def suggest_batch(self, posts: Sequence[PebbleUploaded | str], k: int = 10) -> list[Suggestions]:
+        pebbles = [_as_pebble(p, i) for i, p in enumerate(posts)]
+        if not pebbles:
+            return []
+        start = time.perf_counter()
+        batch = self.prepare(pebbles)
+        encoded = time.perf_counter()
+        ranked, runs = self.rank(batch, k)
+        out = []
+        for q, pebble in enumerate(pebbles):
+            recs = []
+            for rank, (row, score) in enumerate(ranked.query(q), start=1):
+                product = self.catalog.product(row)
+                assert product is not None  # ranked rows are published, hence live
+                recs.append(Recommendation(product.id, product.name, rank, float(score),
+                                           self.explain(batch, runs, q, row)))
+            out.append((pebble.id, tuple(recs)))
+        done = time.perf_counter()
+        share = 1000.0 / len(pebbles)
+        return [Suggestions(pid, recs, (encoded - start) * share, (done - encoded) * share)
+                for pid, recs in out]
+
+    def suggest(self, post: PebbleUploaded | str, k: int = 10) -> list[Recommendation]:
+        """Best products for one post (an event or plain text), best first."""
+        return list(self.suggest_batch([post], k)[0].recommendations)
+
+    # -- construction and persistence ------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        catalog: Catalog,
+        encoder: Encoder | None = None,
+        history: History | None = None,
+        config: EngineConfig | None = None,
+        cache_dir: Path | None = None,
+    ) -> Engine:
+        if encoder is None:
+            from consumer.models import ensure_base_model
+
+            encoder = load_encoder(ensure_base_model(Path("models")) / "encoder")
+        cache = EmbeddingCache(encoder, cache_dir)
+        engine = cls(catalog, encoder, history, config, cache)
+        cache.save()
+        return engine
+
+    def save(self, path: Path, manifest: dict[str, Any] | None = None,
+             encoder_dir: Path | None = None) -> None:
+        """A model folder the worker loads by path: config, encoder, history, vector cache."""
+        path.mkdir(parents=True, exist_ok=True)
+        config = self.config.model_copy(update={"fusion": self.fusion.config()})
+        (path / "engine.json").write_text(config.model_dump_json(indent=2), encoding="utf-8")
+        self.history.save(path / "history.jsonl")
+        if encoder_dir is not None and encoder_dir.resolve() != (path / "encoder").resolve():
+            shutil.copytree(encoder_dir, path / "encoder", dirs_exist_ok=True)
+        elif not (path / "encoder" / ENCODER_CONFIG).exists():
+            from consumer.encoder import HashingEncoder, save_hashing_encoder
+
+            if not isinstance(self.encoder, HashingEncoder):
+                raise ValueError("an ONNX encoder is saved by copying its folder: pass encoder_dir")
+            save_hashing_encoder(self.encoder, path / "encoder")
+        EmbeddingCache.copy_of(self.cache, path / "cache").save()
+        info = {
+            "kind": "keyblend-model",
+            "version": self.version,
+            "encoder": self.encoder.version,
+            "created_at": datetime.now(UTC).isoformat(),
+            "catalog_fingerprint": self.catalog.fingerprint(),
+            "history_posts": len(self.history),
+            "versions": versions(),
+            **(manifest or {}),
+        }
+        (path / "manifest.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path, catalog: Catalog, threads: int = 1, cache_dir: Path | None = None) -> Engine:
+        """Load a model folder against a catalog (from a file, a snapshot or the topic)."""
+        config = EngineConfig.model_validate_json((path / "engine.json").read_text(encoding="utf-8"))
+        encoder = load_encoder(path / "encoder", threads=threads)
+        cache = EmbeddingCache(encoder, cache_dir or path / "cache")
+        history_path = path / "history.jsonl"
+        history = History.load(history_path) if history_path.exists() else History()
+        return cls(catalog, encoder, history, config, cache)

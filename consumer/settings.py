@@ -1,0 +1,55 @@
+"""One typed settings object, read at the edge (env vars, a .env file or CLI flags) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DeliveryMode = Literal["exactly-once", "at-least-once"]
+
+
+class Topics(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEYBLEND_TOPIC_", frozen=True)
+
+    pebbles: str = "pebbles.uploaded"
+    suggestions: str = "pebbles.suggestions"
+    dead_letters: str = "pebbles.dlq"
+    products: str = "products"
+    control: str = "keyblend.control"
+
+
+class Settings(BaseSettings):
+    """Everything the worker and the CLI need; env vars are prefixed ``KEYBLEND_``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEYBLEND_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    brokers: str = "127.0.0.1:9092"
+    group: str = "keyblend"
+    topics: Topics = Field(default_factory=Topics)
+    delivery: DeliveryMode = "exactly-once"
+
+    model_dir: Path | None = None  # None: the base model exported to ONNX under models_root
+    models_root: Path = Path("models")
+    catalog_path: Path | None = None  # None: the demo catalog
+    cache_dir: Path = Path(".cache/keyblend")
+
+    top_k: int = Field(10, ge=1, le=200)
+    batch_size: int = Field(64, ge=1, le=4096)
+    batch_timeout_ms: int = Field(20, ge=0)
+    max_event_bytes: int = Field(64 * 1024, ge=1024)
+
+    retries: int = Field(3, ge=0)
+    retry_backoff_ms: int = Field(200, ge=0)
+    max_backoff_ms: int = Field(10_000, ge=0)
+
+    metrics_port: int = Field(9108, ge=0, le=65535)  # 0: no HTTP server
+    threads: int = Field(1, ge=1)  # ONNX Runtime intra-op threads per worker process
+
+    index: str = "auto"  # "exact", "hnsw" or "auto" (HNSW past index_threshold rows)
+    index_threshold: int = Field(200_000, ge=1)
+    client_config: dict[str, str | int | float | bool] = Field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Training, ONNX export and evaluation (needs the ``train`` extra for torch)."""
