@@ -31,7 +31,8 @@ class Candidates:
         top = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n_rows else \
             np.tile(np.arange(n_rows), (n_queries, 1))
         top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
+        # Best first; equal scores in row order, so ties never depend on batch composition.
+        order = np.lexsort((top, -top_scores), axis=1)
         rows = np.take_along_axis(top, order, axis=1).astype(np.int64)
         vals = np.take_along_axis(top_scores, order, axis=1)
         rows[~np.isfinite(vals)] = -1
@@ -56,3 +57,10 @@ class Candidates:
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
+
+
+def stable(similarities: np.ndarray, decimals: int = 5) -> np.ndarray:
+    """Similarities rounded so that batch size and padding (which move the last bits of a
+    matrix product or an encoding) never reorder results: a post ranks the same alone
+    or in any batch."""
+    return np.round(similarities, decimals).astype(np.float32, copy=False)

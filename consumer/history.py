@@ -97,6 +97,9 @@ class History:
     def __iter__(self) -> Iterator[TaggedPost]:
         return iter(self.items)
 
+    def __getitem__(self, i: int) -> TaggedPost:
+        return self.items[i]
+
     @property
     def posts(self) -> list[PebbleUploaded]:
         return [item.post for item in self.items]

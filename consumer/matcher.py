@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from consumer.candidates import Candidates
 from consumer.catalog import Catalog
 from consumer.encoder import ENCODER_CONFIG, EmbeddingCache, Encoder, load_encoder
-from consumer.fusion import Fusion, make_fusion
+from consumer.fusion import Fusion, Pool, make_fusion, pool
 from consumer.history import History
 from consumer.index import VectorIndex, make_index
 from consumer.scorers import MatchState, QueryBatch, Scorer, make_scorer
@@ -34,8 +34,13 @@ from schemas.events import PebbleUploaded, ProductChanged, Reason, SuggestedProd
 class ScorerSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str
+    name: str  # the registered scorer
+    key: str | None = None  # distinguishes two uses of one scorer (defaults to name)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.key or self.name
 
 
 class EngineConfig(BaseModel):
@@ -48,7 +53,7 @@ class EngineConfig(BaseModel):
         default_factory=lambda: [ScorerSpec(name="dense"), ScorerSpec(name="bm25")]
     )
     fusion: dict[str, Any] = Field(default_factory=lambda: {"name": "rrf", "k": 60.0})
-    candidates: int = Field(100, ge=1)  # per scorer, before fusion
+    candidates: int = Field(default=100, ge=1)  # per scorer, before fusion
     index: str = "auto"
     index_threshold: int = 200_000  # rows past which "auto" picks HNSW
     brand_filter: bool = False  # True: a post with brand_ids gets only those brands' products
@@ -119,13 +124,18 @@ class Engine:
             history_tokens=[lexical_tokens(t) for t in texts],
             history_handles=[frozenset(handles(i.post.hashtags, i.post.caption)) for i in self.history],
             history_vectors=self.cache.encode(texts) if texts else np.zeros((0, encoder.dim), np.float32),
+            encode=self.cache.encode,
         )
         self.state.map_history_rows()
+        self._priors: np.ndarray | None = None
+        self._priors_version = -1
         self.scorers: dict[str, Scorer] = {}
         for spec in self.config.scorers:
+            if spec.label in self.scorers:
+                raise ValueError(f"two scorers named {spec.label!r}: give one a key")
             scorer = make_scorer(spec.name, **spec.params)
             scorer.fit(self.state)
-            self.scorers[spec.name] = scorer
+            self.scorers[spec.label] = scorer
         fusion_params = dict(self.config.fusion)
         self.fusion: Fusion = make_fusion(fusion_params.pop("name"), list(self.scorers),
                                           **{k: v for k, v in fusion_params.items() if k != "scorers"})
@@ -187,13 +197,21 @@ class Engine:
     def allowed(self) -> np.ndarray:
         return self.catalog.published.copy()
 
+    def priors(self) -> np.ndarray:
+        """Per catalog row: log(1 + times tagged), tagged before (0/1). Cached per catalog version."""
+        if self._priors_version != self.catalog.version or self._priors is None:
+            counts = self.state.product_frequency()
+            self._priors = np.stack([np.log1p(counts), (counts > 0).astype(np.float32)], axis=1)
+            self._priors_version = self.catalog.version
+        return self._priors
+
     def rank(self, batch: QueryBatch, k: int) -> tuple[Candidates, dict[str, Candidates]]:
         """Fused top-k per post, without products the post already tags, plus each scorer's run."""
         self.sync()
         allowed = self.allowed()
         runs = {name: s.score(batch, self.config.candidates, allowed) for name, s in self.scorers.items()}
         width = self.config.candidates
-        fused = self.fusion.fuse(runs, width)
+        fused = self.fusion.fuse(runs, width, self.priors())
         out = Candidates.empty(len(batch), k)
         for q, pebble in enumerate(batch.pebbles):
             excluded = {self.catalog.row_of(pid) for pid in pebble.catalog_ids}
@@ -210,6 +228,14 @@ class Engine:
                 if kept == k:
                     break
         return out, runs
+
+    def candidate_pools(self, posts: Sequence[PebbleUploaded]) -> list[Pool]:
+        """Every scorer's candidates per post as feature tables: what fusion weights learn from."""
+        self.sync()
+        batch = self.prepare(posts)
+        allowed = self.allowed()
+        runs = {name: s.score(batch, self.config.candidates, allowed) for name, s in self.scorers.items()}
+        return [pool(runs, q, self.priors()) for q in range(len(posts))]
 
     def explain(self, batch: QueryBatch, runs: dict[str, Candidates], q: int, row: int) -> tuple[Reason, ...]:
         reasons = []
@@ -242,6 +268,14 @@ class Engine:
         share = 1000.0 / len(pebbles)
         return [Suggestions(pid, recs, (encoded - start) * share, (done - encoded) * share)
                 for pid, recs in out]
+
+    def rank_ids(self, posts: Sequence[PebbleUploaded], k: int) -> list[list[str]]:
+        """Product ids best first, without explanations: the evaluation's fast path."""
+        if not posts:
+            return []
+        ranked, _ = self.rank(self.prepare(posts), k)
+        ids = self.catalog.ids()
+        return [[str(ids[r]) for r, _ in ranked.query(q)] for q in range(len(posts))]
 
     def suggest(self, post: PebbleUploaded | str, k: int = 10) -> list[Recommendation]:
         """Best products for one post (an event or plain text), best first."""

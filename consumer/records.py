@@ -90,14 +90,31 @@ def parse_list(value: Any) -> list[Any]:
     raise ValueError(f"expected a list, got {type(value).__name__}")
 
 
+def _not_utf8(value: object) -> bool:
+    """True for text read with ``surrogateescape`` that held bytes which are not UTF-8."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _csv_records(path: Path) -> Iterator[tuple[int, Record | RecordError]]:
-    with path.open(newline="", encoding="utf-8", errors="strict") as handle:
+    # surrogateescape: a bad byte rejects its own row, not the rest of the file.
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
         try:
             for row in reader:
                 line = reader.line_num
                 if None in row:  # more cells than header columns
                     yield line, RecordError(str(path), line, None, "more cells than columns")
+                    continue
+                bad = next((k for k, v in row.items() if _not_utf8(v)), None)
+                if bad is not None:
+                    name = None if _not_utf8(bad) else bad
+                    yield line, RecordError(str(path), line, name, "invalid UTF-8")
                     continue
                 yield line, dict(row)
         except (csv.Error, UnicodeDecodeError) as exc:

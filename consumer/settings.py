@@ -38,18 +38,18 @@ class Settings(BaseSettings):
     catalog_path: Path | None = None  # None: the demo catalog
     cache_dir: Path = Path(".cache/keyblend")
 
-    top_k: int = Field(10, ge=1, le=200)
-    batch_size: int = Field(64, ge=1, le=4096)
-    batch_timeout_ms: int = Field(20, ge=0)
-    max_event_bytes: int = Field(64 * 1024, ge=1024)
+    top_k: int = Field(default=10, ge=1, le=200)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    batch_timeout_ms: int = Field(default=20, ge=0)
+    max_event_bytes: int = Field(default=64 * 1024, ge=1024)
 
-    retries: int = Field(3, ge=0)
-    retry_backoff_ms: int = Field(200, ge=0)
-    max_backoff_ms: int = Field(10_000, ge=0)
+    retries: int = Field(default=3, ge=0)
+    retry_backoff_ms: int = Field(default=200, ge=0)
+    max_backoff_ms: int = Field(default=10_000, ge=0)
 
-    metrics_port: int = Field(9108, ge=0, le=65535)  # 0: no HTTP server
-    threads: int = Field(1, ge=1)  # ONNX Runtime intra-op threads per worker process
+    metrics_port: int = Field(default=9108, ge=0, le=65535)  # 0: no HTTP server
+    threads: int = Field(default=1, ge=1)  # ONNX Runtime intra-op threads per worker process
 
     index: str = "auto"  # "exact", "hnsw" or "auto" (HNSW past index_threshold rows)
-    index_threshold: int = Field(200_000, ge=1)
+    index_threshold: int = Field(default=200_000, ge=1)
     client_config: dict[str, str | int | float | bool] = Field(default_factory=dict)

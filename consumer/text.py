@@ -6,6 +6,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from typing import Any
 
 import Stemmer
 
@@ -54,6 +55,15 @@ def lexical_tokens(text: str) -> list[str]:
     return stem(w for w in words(text) if w not in STOPWORDS and len(w) > 1)
 
 
+@lru_cache(maxsize=1)
+def _english_model() -> Any:
+    import wordsegment
+
+    model = wordsegment.Segmenter()
+    model.load()
+    return model
+
+
 class HashtagSegmenter:
     """Splits run-together hashtags into words: ``summerglowup`` → ``summer glow up``.
 
@@ -65,8 +75,13 @@ class HashtagSegmenter:
     def __init__(self, vocabulary: Iterable[str] = ()) -> None:
         import wordsegment
 
+        base = _english_model()
         self._segmenter = wordsegment.Segmenter()
-        self._segmenter.load()
+        # Read the English model once per process (~0.5 s); only the unigrams are changed here.
+        self._segmenter.unigrams = dict(base.unigrams)
+        self._segmenter.bigrams = base.bigrams
+        self._segmenter.total, self._segmenter.limit = base.total, base.limit
+        self._segmenter.words = base.words
         boost = max(self._segmenter.unigrams.values()) / 1000
         for word in vocabulary:
             if len(word) > 2 and word.isalpha():
@@ -130,11 +145,12 @@ def product_text(
     max_keywords: int = 24,
 ) -> str:
     """Name, brand, categories and the distinctive keywords, each once, in catalog order."""
-    seen: set[str] = set(words(name))
+    seen: set[str] = set(words(name)) | set(words(brand or ""))
+    seen.update(w for c in categories for w in words(c))
     kept: list[str] = []
     for keyword in keywords:
         kw = " ".join(words(keyword))
-        if not kw or kw in FILLER_WORDS or kw in seen:
+        if not kw or kw in FILLER_WORDS or kw in seen or all(w in seen for w in kw.split()):
             continue
         seen.add(kw)
         kept.append(kw)

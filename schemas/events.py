@@ -8,11 +8,11 @@ rather than guessing. ``python -m schemas.generate`` writes the JSON Schema file
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 ShortText = Annotated[str, Field(max_length=256)]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
@@ -46,7 +46,7 @@ class PebbleUploaded(_Event):
     influencer_ids: list[Id] = Field(default_factory=list, max_length=32)
     brand_ids: list[Id] = Field(default_factory=list, max_length=32)
     label: Label = Field(default_factory=Label)
-    caption: str = Field("", max_length=8192)
+    caption: str = Field(default="", max_length=8192)
     hashtags: list[Term] = Field(default_factory=list, max_length=64)
     catalog_ids: list[Id] = Field(default_factory=list, max_length=256)
     created_at: datetime | None = None
@@ -76,8 +76,8 @@ class ProductRecord(BaseModel):
     brand_id: Id | None = None
     brand_name: ShortText | None = None
     keywords: list[Term] = Field(default_factory=list, max_length=512)
-    retail_price: float | None = Field(None, ge=0)
-    base_price: float | None = Field(None, ge=0)
+    retail_price: float | None = Field(default=None, ge=0)
+    base_price: float | None = Field(default=None, ge=0)
     cat_one: ShortText | None = None
     cat_two: ShortText | None = None
     cat_three: ShortText | None = None

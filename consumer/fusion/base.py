@@ -23,20 +23,26 @@ class Pool:
     rows: np.ndarray  # (candidates,) int64
     scores: np.ndarray  # (candidates, scorers) float32
     ranks: np.ndarray  # (candidates, scorers) int32
+    top: np.ndarray  # (scorers,) each scorer's best score for this post (NaN if it had none)
+    priors: np.ndarray  # (candidates, priors) product-level features, e.g. log popularity
 
 
-def pool(runs: dict[str, Candidates], query: int) -> Pool:
+def pool(runs: dict[str, Candidates], query: int, priors: np.ndarray | None = None) -> Pool:
     names = list(runs)
     per_scorer = [runs[n].query(query) for n in names]
     rows = np.array(sorted({r for pairs in per_scorer for r, _ in pairs}), dtype=np.int64)
     position = {int(r): i for i, r in enumerate(rows)}
     scores = np.full((len(rows), len(names)), np.nan, dtype=np.float32)
     ranks = np.full((len(rows), len(names)), -1, dtype=np.int32)
+    top = np.full(len(names), np.nan, dtype=np.float32)
     for s, pairs in enumerate(per_scorer):
+        if pairs:
+            top[s] = pairs[0][1]
         for rank, (row, score) in enumerate(pairs):
             i = position[row]
             scores[i, s], ranks[i, s] = score, rank
-    return Pool(rows, scores, ranks)
+    row_priors = priors[rows] if priors is not None else np.zeros((len(rows), 0), np.float32)
+    return Pool(rows, scores, ranks, top, row_priors)
 
 
 class Fusion(ABC):
@@ -52,12 +58,13 @@ class Fusion(ABC):
     def combine(self, candidates: Pool) -> np.ndarray:
         """A fused score for each candidate of one post (higher is better)."""
 
-    def fuse(self, runs: dict[str, Candidates], k: int) -> Candidates:
+    def fuse(self, runs: dict[str, Candidates], k: int, priors: np.ndarray | None = None) -> Candidates:
+        """Fused top-k per post; ``priors`` is a (catalog rows, features) table, if any."""
         ordered = {name: runs[name] for name in self.scorers}
         n_queries = len(next(iter(ordered.values())))
         lists = []
         for q in range(n_queries):
-            p = pool(ordered, q)
+            p = pool(ordered, q, priors)
             fused = self.combine(p) if len(p.rows) else np.zeros(0, np.float32)
             lists.append(list(zip(p.rows.tolist(), fused.tolist(), strict=True)))
         return Candidates.from_lists(lists, k)

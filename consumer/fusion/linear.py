@@ -1,9 +1,9 @@
 """A learned linear blend: logistic regression over each scorer's evidence for a candidate.
 
-Per scorer the features are its score scaled by the post's best score from that scorer,
-its reciprocal rank, and whether it put the candidate forward at all. Weights are
-fitted on a held-out fold (``fit``), never set by hand; unfitted, every scorer's scaled
-score counts once.
+Per scorer the features are its score relative to its best score for the post, its
+reciprocal rank, and whether it put the candidate forward at all; product-level priors
+(log popularity, tagged before) are added. Weights are fitted on a held-out fold
+(``fit``), never set by hand; unfitted, every scorer's relative score counts once.
 """
 
 from __future__ import annotations
@@ -15,27 +15,23 @@ import numpy as np
 
 from consumer.fusion.base import FUSIONS, Fusion, Pool
 
-FEATURES_PER_SCORER = ("scaled", "recip_rank", "present")
+FEATURES_PER_SCORER = ("relative", "recip_rank", "present")
+PRIORS = ("log_popularity", "tagged_before")
 
 
 def features(candidates: Pool) -> np.ndarray:
-    """(candidates, 3 × scorers) feature matrix of one post."""
-    scores, ranks = candidates.scores, candidates.ranks
-    present = ranks >= 0
-    filled = np.where(present, scores, -np.inf)
-    best = filled.max(axis=0, initial=-np.inf)
-    worst = np.where(present, scores, np.inf).min(axis=0, initial=np.inf)
-    span = np.where(np.isfinite(best) & np.isfinite(worst), best - worst, 0.0)
-    # Scaled into [0, 1] within the post: raw scales differ by scorer and by post.
-    scaled = np.where(present, (scores - worst) / np.where(span > 0, span, 1.0), 0.0)
-    scaled = np.where(present & (span <= 0), 1.0, scaled)
-    recip = np.where(present, 1.0 / (ranks + 1.0), 0.0)
-    stacked = np.stack([scaled, recip, present.astype(np.float32)], axis=2)
-    return stacked.reshape(len(candidates.rows), -1).astype(np.float64)
+    """(candidates, 3 × scorers + priors) feature matrix of one post."""
+    present = candidates.ranks >= 0
+    top = np.where(np.nan_to_num(candidates.top, nan=0.0) > 0, candidates.top, 1.0)
+    relative = np.where(present, np.nan_to_num(candidates.scores) / top, 0.0)
+    recip = np.where(present, 1.0 / np.where(present, candidates.ranks + 1.0, 1.0), 0.0)
+    stacked = np.stack([relative, recip, present.astype(np.float32)], axis=2)
+    per_scorer = stacked.reshape(len(candidates.rows), -1)
+    return np.hstack([per_scorer, candidates.priors]).astype(np.float64)
 
 
-def feature_names(scorers: Sequence[str]) -> list[str]:
-    return [f"{s}.{f}" for s in scorers for f in FEATURES_PER_SCORER]
+def feature_names(scorers: Sequence[str], n_priors: int = len(PRIORS)) -> list[str]:
+    return [f"{s}.{f}" for s in scorers for f in FEATURES_PER_SCORER] + list(PRIORS[:n_priors])
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> np.ndarray:
@@ -63,7 +59,7 @@ class LinearFusion(Fusion):
                  **params: Any) -> None:
         names = feature_names(scorers)
         if weights is None:
-            weights = {f"{s}.scaled": 1.0 for s in scorers}
+            weights = {f"{s}.relative": 1.0 for s in scorers}
         unknown = set(weights) - set(names)
         if unknown:
             raise ValueError(f"weights for unknown features {sorted(unknown)}; valid: {names}")
@@ -71,7 +67,10 @@ class LinearFusion(Fusion):
         self._w = np.array([weights.get(n, 0.0) for n in names])
 
     def combine(self, candidates: Pool) -> np.ndarray:
-        return (features(candidates) @ self._w + float(self.params["bias"])).astype(np.float32)
+        x = features(candidates)
+        w = self._w[: x.shape[1]]  # without priors the prior weights are unused
+        fused: np.ndarray = (x @ w + float(self.params["bias"])).astype(np.float32)
+        return fused
 
     @classmethod
     def fit(cls, scorers: list[str], pools: Sequence[Pool], relevant: Sequence[set[int]],
@@ -85,6 +84,6 @@ class LinearFusion(Fusion):
             ys.append(np.isin(candidates.rows, list(rel)).astype(np.float64))
         x, y = np.vstack(xs), np.concatenate(ys)
         w = fit_logistic(x, y, l2=l2)
-        names = feature_names(scorers)
+        names = feature_names(scorers, n_priors=x.shape[1] - 3 * len(scorers))
         return cls(scorers, weights={n: float(v) for n, v in zip(names, w[:-1], strict=True)},
                    bias=float(w[-1]), l2=l2)

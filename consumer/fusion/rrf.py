@@ -21,4 +21,5 @@ class RRFusion(Fusion):
     def combine(self, candidates: Pool) -> np.ndarray:
         present = candidates.ranks >= 0
         contrib = np.where(present, self._w / (float(self.params["k"]) + candidates.ranks + 1), 0.0)
-        return contrib.sum(axis=1).astype(np.float32)
+        fused: np.ndarray = contrib.sum(axis=1).astype(np.float32)
+        return fused

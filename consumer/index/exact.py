@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from consumer.candidates import Candidates
+from consumer.candidates import Candidates, stable
 from consumer.index.base import INDEXES, VectorIndex
 from consumer.versions import versions
 
@@ -65,7 +65,7 @@ class ExactIndex(VectorIndex):
         mask = self._present[:n].copy()
         if allowed is not None:
             mask &= allowed[:n] if len(allowed) >= n else np.pad(allowed, (0, n - len(allowed)))
-        scores = np.asarray(queries, dtype=np.float32) @ self._matrix[:n].T
+        scores = stable(np.asarray(queries, dtype=np.float32) @ self._matrix[:n].T)
         return Candidates.from_dense(scores, k, mask)
 
     def save(self, path: Path) -> None:

@@ -8,10 +8,12 @@ is computed once by the engine, not once per scorer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy import sparse
 
 from consumer.candidates import Candidates
 from consumer.catalog import Catalog
@@ -46,6 +48,7 @@ class MatchState:
     history_tokens: list[list[str]]
     history_handles: list[frozenset[str]]
     history_vectors: np.ndarray
+    encode: Callable[[list[str]], np.ndarray] | None = None  # cached text → vector
     history_rows: list[np.ndarray] = field(default_factory=list)  # catalog rows tagged per post
 
     def map_history_rows(self) -> None:
@@ -55,7 +58,19 @@ class MatchState:
             rows = [self.catalog.row_of(pid) for pid in item.tags]
             self.history_rows.append(np.array([r for r in rows if r is not None], dtype=np.int64))
 
+    def product_vectors(self) -> np.ndarray:
+        """(rows, dim) vectors of the products' texts; zero rows for deleted products."""
+        if self.encode is None:
+            raise ValueError("MatchState has no encoder")
+        vectors = self.encode(self.catalog.texts())
+        vectors[~self.catalog.published] = 0.0
+        return vectors
+
+    def items(self) -> sparse.csr_matrix:
+        return items_matrix(self.history_rows, self.catalog.n_rows)
+
     def product_frequency(self) -> np.ndarray:
+        """Times each catalog row was tagged in the history."""
         counts = np.zeros(self.catalog.n_rows, dtype=np.float32)
         for rows in self.history_rows:
             np.add.at(counts, rows, 1.0)
@@ -94,19 +109,37 @@ def make_scorer(name: str, **params: Any) -> Scorer:
     return SCORERS.get(name)(**params)
 
 
-def spread_rows(
-    weights: np.ndarray, item_rows: list[np.ndarray], n_rows: int, per_item: np.ndarray | None = None
-) -> np.ndarray:
-    """Sum ``weights[q, i]`` onto the catalog rows of item i: (queries, items) → (queries, rows).
+def items_matrix(item_rows: list[np.ndarray], n_rows: int) -> sparse.csr_matrix:
+    """(past posts, catalog rows) 0/1 matrix: which products each past post tagged."""
+    lengths = [len(r) for r in item_rows]
+    indices = np.concatenate(item_rows) if item_rows else np.zeros(0, np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    data = np.ones(len(indices), dtype=np.float32)
+    return sparse.csr_matrix((data, indices, indptr), shape=(len(item_rows), n_rows))
 
-    Used by the memory signals: a similar past post votes for the products it tagged.
+
+def propagate(similarity: np.ndarray, items: sparse.csr_matrix, neighbors: int, power: float) -> np.ndarray:
+    """Let each post's ``neighbors`` most similar past posts vote for the products they tagged.
+
+    A vote weighs (sim / best sim of this post) ** power: relative, so scales of different
+    similarity measures don't matter, and sharpened, so the closest posts dominate.
     """
-    out = np.zeros((weights.shape[0], n_rows), dtype=np.float32)
-    for i, rows in enumerate(item_rows):
-        if rows.size == 0:
-            continue
-        w = weights[:, i] if per_item is None else weights[:, i] * per_item[i]
-        nz = np.flatnonzero(w)
-        if nz.size:
-            out[np.ix_(nz, rows)] += w[nz, None]
-    return out
+    n_queries, n_items = similarity.shape
+    if n_items == 0 or n_queries == 0:
+        return np.zeros((n_queries, items.shape[1]), dtype=np.float32)
+    k = min(neighbors, n_items)
+    top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    weights = np.maximum(np.take_along_axis(similarity, top, axis=1), 0.0)
+    best = weights.max(axis=1, keepdims=True)
+    weights = (weights / np.where(best > 0, best, 1.0)) ** power
+    votes = sparse.csr_matrix(
+        (weights.ravel().astype(np.float32), (np.repeat(np.arange(n_queries), k), top.ravel())),
+        shape=(n_queries, n_items),
+    )
+    return np.asarray((votes @ items).todense(), dtype=np.float32)
+
+
+def top_candidates(scores: np.ndarray, k: int, allowed: np.ndarray) -> Candidates:
+    """Top-k of a score matrix where only positive scores count as evidence."""
+    scores = np.where(scores > 0, scores, -np.inf).astype(np.float32)
+    return Candidates.from_dense(scores, k, allowed[: scores.shape[1]])

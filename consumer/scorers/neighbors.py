@@ -1,59 +1,108 @@
 """Products tagged on the most similar past posts: the platform's own memory.
 
 Most tagged products recur (85% of held-out tags were tagged before), so a new post
-that reads like earlier ones is likely to tag what they tagged.
+that reads like earlier ones is likely to tag what they tagged. Similarity between posts
+is one of: ``dense`` (encoder cosine), ``bm25`` (words) or ``handles`` (shared hashtags
+and @mentions, IDF-weighted: brand handles are rare and telling).
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
-from consumer.candidates import Candidates
-from consumer.scorers.base import SCORERS, MatchState, QueryBatch, Scorer, spread_rows
+from consumer.candidates import Candidates, stable
+from consumer.scorers.base import SCORERS, MatchState, QueryBatch, Scorer, propagate, top_candidates
+from consumer.scorers.bm25 import Bm25Matrix
 from schemas.events import Reason
+
+SIMILARITIES = ("dense", "bm25", "handles")
+
+
+class HandleVectors:
+    """Sets of handles as IDF-weighted, unit-length sparse vectors."""
+
+    def __init__(self, handle_sets: Sequence[frozenset[str]]) -> None:
+        df = Counter(h for hs in handle_sets for h in hs)
+        self.vocab = {h: i for i, h in enumerate(sorted(df))}
+        n = max(len(handle_sets), 1)
+        self.idf = np.array([math.log(1 + n / df[h]) for h in sorted(df)], dtype=np.float32)
+        self.matrix = self.vectors(handle_sets)
+
+    def vectors(self, handle_sets: Sequence[frozenset[str]]) -> sparse.csr_matrix:
+        rows, cols = [], []
+        for i, hs in enumerate(handle_sets):
+            for h in hs:
+                j = self.vocab.get(h)
+                if j is not None:
+                    rows.append(i)
+                    cols.append(j)
+        m = sparse.csr_matrix((self.idf[cols], (rows, cols)), shape=(len(handle_sets), len(self.vocab)))
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+        return sparse.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ m
+
+    def similarity(self, handle_sets: Sequence[frozenset[str]]) -> np.ndarray:
+        return np.asarray((self.vectors(handle_sets) @ self.matrix.T).todense(), dtype=np.float32)
 
 
 @SCORERS.register("neighbors")
 class NeighborsScorer(Scorer):
-    """Each of the ``neighbors`` nearest past posts votes sim**power for each product it tagged."""
-
     name = "neighbors"
 
-    def __init__(self, neighbors: int = 20, power: float = 2.0, **params: Any) -> None:
-        super().__init__(neighbors=neighbors, power=power, **params)
-        self._vectors = np.zeros((0, 0), dtype=np.float32)
-        self._rows: list[np.ndarray] = []
-        self._n_rows = 0
-        self._last: dict[tuple[int, int], int] = {}
+    def __init__(self, similarity: str = "dense", neighbors: int = 20, power: float = 4.0,
+                 **params: Any) -> None:
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"unknown similarity {similarity!r}; valid: {', '.join(SIMILARITIES)}")
+        super().__init__(similarity=similarity, neighbors=neighbors, power=power, **params)
+        self._last_top = np.zeros((0, 0), dtype=np.int64)
 
     def fit(self, state: MatchState) -> None:
-        self._vectors = state.history_vectors
-        self._rows = state.history_rows
-        self._n_rows = state.catalog.n_rows
+        self._state = state
+        self._items = state.items()
+        kind = self.params["similarity"]
+        if kind == "bm25":
+            self._bm25 = Bm25Matrix(state.history_tokens)
+        elif kind == "handles":
+            self._handles = HandleVectors(state.history_handles)
 
     def refresh(self, state: MatchState, changed_rows: set[int]) -> None:
-        self.fit(state)  # cheap: references, no copies
+        self._state = state
+        self._items = state.items()  # new rows only widen the matrix; the history is unchanged
+
+    def similarity(self, batch: QueryBatch) -> np.ndarray:
+        kind = self.params["similarity"]
+        if kind == "dense":
+            return stable(batch.vectors @ self._state.history_vectors.T)
+        if kind == "bm25":
+            return self._bm25.scores(batch.tokens)
+        return self._handles.similarity(batch.handles)
 
     def score(self, batch: QueryBatch, k: int, allowed: np.ndarray) -> Candidates:
-        if len(self._rows) == 0:
+        if self._items.shape[0] == 0:
             return Candidates.empty(len(batch), k)
-        sims = batch.vectors @ self._vectors.T
+        sims = self.similarity(batch)
         n = min(int(self.params["neighbors"]), sims.shape[1])
-        top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
-        weights = np.zeros_like(sims)
-        picked = np.take_along_axis(sims, top, axis=1).clip(min=0) ** float(self.params["power"])
-        np.put_along_axis(weights, top, picked, axis=1)
-        votes = spread_rows(weights, self._rows, self._n_rows)
-        counts = spread_rows((weights > 0).astype(np.float32), self._rows, self._n_rows)
-        self._last = {(q, int(r)): int(counts[q, r]) for q, r in zip(*np.nonzero(counts), strict=True)}
-        votes[votes <= 0] = -np.inf
-        return Candidates.from_dense(votes, k, allowed[: self._n_rows])
+        self._last_top = np.argsort(-sims, axis=1)[:, :n]  # kept for explain()
+        self._last_sims = np.take_along_axis(sims, self._last_top, axis=1)
+        votes = propagate(sims, self._items, n, float(self.params["power"]))
+        return top_candidates(votes, k, allowed)
 
     def explain(self, batch: QueryBatch, query: int, row: int, score: float) -> Reason | None:
-        count = self._last.get((query, row), 0)
-        if count == 0:
+        if query >= len(self._last_top):
             return None
-        posts = "post" if count == 1 else "posts"
-        return Reason(kind="similar_posts", text=f"tagged on {count} similar past {posts}")
+        rows = self._state.history_rows
+        voters = [int(i) for i, s in zip(self._last_top[query], self._last_sims[query], strict=True)
+                  if s > 0 and row in rows[int(i)]]
+        if not voters:
+            return None
+        example = self._state.history[voters[0]].post
+        snippet = " ".join(example.caption.split())[:60] or " ".join(example.hashtags[:4])
+        by = {"dense": "meaning", "bm25": "words", "handles": "hashtags"}[self.params["similarity"]]
+        posts = "post" if len(voters) == 1 else "posts"
+        return Reason(kind="similar_posts",
+                      text=f"tagged on {len(voters)} past {posts} alike in {by}, e.g. “{snippet}”")

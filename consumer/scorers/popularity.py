@@ -31,4 +31,6 @@ class PopularityScorer(Scorer):
 
     def explain(self, batch: QueryBatch, query: int, row: int, score: float) -> Reason | None:
         times = round(float(np.expm1(score)))
-        return Reason(kind="popular", text=f"tagged {times} times before") if times > 0 else None
+        if times <= 0:
+            return None
+        return Reason(kind="popular", text=f"tagged {times} time{'s' if times > 1 else ''} before")
