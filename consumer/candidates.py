@@ -28,8 +28,11 @@ class Candidates:
         k_eff = min(k, n_rows)
         if k_eff == 0:
             return cls.empty(n_queries, k)
-        top = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n_rows else \
-            np.tile(np.arange(n_rows), (n_queries, 1))
+        top = (
+            np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+            if k_eff < n_rows
+            else np.tile(np.arange(n_rows), (n_queries, 1))
+        )
         top_scores = np.take_along_axis(scores, top, axis=1)
         # Best first; equal scores in row order, so ties never depend on batch composition.
         order = np.lexsort((top, -top_scores), axis=1)

@@ -81,7 +81,9 @@ def read_products(path: Path, max_errors: int = 100) -> tuple[list[Product], Rea
             except _FieldError as exc:
                 error = field_error(path, line, exc.field, exc)
             except (ValidationError, ValueError, TypeError) as exc:
-                error = validation_error(path, line, exc if not isinstance(exc, TypeError) else ValueError(str(exc)))
+                error = validation_error(
+                    path, line, exc if not isinstance(exc, TypeError) else ValueError(str(exc))
+                )
         if error is not None:
             rejected += 1
             if len(errors) < max_errors:
@@ -198,8 +200,13 @@ class Catalog:
         with (path / "products.jsonl").open("w", encoding="utf-8") as handle:
             for product in self._rows:
                 handle.write((product.model_dump_json() if product else "null") + "\n")
-        manifest = {"kind": "catalog", "rows": self.n_rows, "products": len(self),
-                    "fingerprint": self.fingerprint(), "versions": versions()}
+        manifest = {
+            "kind": "catalog",
+            "rows": self.n_rows,
+            "products": len(self),
+            "fingerprint": self.fingerprint(),
+            "versions": versions(),
+        }
         (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
     @classmethod

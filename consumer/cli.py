@@ -21,8 +21,18 @@ HYPD = Path("../shared/data/hypd")
 def _settings(args: argparse.Namespace) -> Settings:
     """Env vars / .env first, then any flag given on the command line."""
     overrides: dict[str, Any] = {}
-    for name in ("brokers", "group", "model_dir", "catalog_path", "batch_size", "top_k",
-                 "metrics_port", "threads", "delivery", "models_root"):
+    for name in (
+        "brokers",
+        "group",
+        "model_dir",
+        "catalog_path",
+        "batch_size",
+        "top_k",
+        "metrics_port",
+        "threads",
+        "delivery",
+        "models_root",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -98,8 +108,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from model_export.train import TrainOptions, train
 
     options = TrainOptions(
-        epochs=args.epochs, seed=args.seed, validation=args.validation, max_minutes=args.max_minutes,
-        fine_tune=not args.no_fine_tune, resume=args.resume, batch_size=args.batch_size,
+        epochs=args.epochs,
+        seed=args.seed,
+        validation=args.validation,
+        max_minutes=args.max_minutes,
+        fine_tune=not args.no_fine_tune,
+        resume=args.resume,
+        batch_size=args.batch_size,
     )
     out = train(args.products, args.posts, args.tags, args.out, options)
     print(out)
@@ -110,9 +125,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from model_export.evaluation import evaluate_command
 
     report = evaluate_command(
-        model=args.model, products=args.products, posts=args.posts, tags=args.tags,
-        seed=args.seed, validation=args.validation, baselines=not args.no_baselines,
-        html=args.report, threads=args.threads or 1,
+        model=args.model,
+        products=args.products,
+        posts=args.posts,
+        tags=args.tags,
+        seed=args.seed,
+        validation=args.validation,
+        baselines=not args.no_baselines,
+        html=args.report,
+        threads=args.threads or 1,
     )
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
@@ -132,8 +153,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     from consumer.worker import replay_dead_letters
 
-    replayed = replay_dead_letters(_settings(args), limit=args.limit, error_types=args.only,
-                                   dry_run=args.dry_run)
+    replayed = replay_dead_letters(
+        _settings(args), limit=args.limit, error_types=args.only, dry_run=args.dry_run
+    )
     print(f"re-submitted {replayed} dead-lettered events")
     return 0
 

@@ -8,6 +8,7 @@ restart or a catalog change encodes only new or changed products.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import zlib
 from abc import ABC, abstractmethod
@@ -55,7 +56,7 @@ class HashingEncoder(Encoder):
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
             tokens = lexical_tokens(text)
-            for feature in tokens + [a + " " + b for a, b in zip(tokens, tokens[1:], strict=False)]:
+            for feature in tokens + [a + " " + b for a, b in itertools.pairwise(tokens)]:
                 h = zlib.crc32(f"{self.seed}:{feature}".encode())
                 out[i, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
             if not tokens:
@@ -162,7 +163,11 @@ class EmbeddingCache:
             self._vectors = np.concatenate([self._vectors, fresh]) if start else fresh
             for offset, (key, _) in enumerate(missing):
                 self._rows[key] = start + offset
-        return self._vectors[[self._rows[k] for k in keys]] if keys else np.zeros((0, self.encoder.dim), np.float32)
+        return (
+            self._vectors[[self._rows[k] for k in keys]]
+            if keys
+            else np.zeros((0, self.encoder.dim), np.float32)
+        )
 
     @classmethod
     def copy_of(cls, other: EmbeddingCache, directory: Path) -> EmbeddingCache:

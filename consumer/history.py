@@ -134,7 +134,9 @@ class History:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as handle:
             for item in self.items:
-                handle.write(json.dumps({"post": item.post.model_dump(mode="json"), "tags": item.tags}) + "\n")
+                handle.write(
+                    json.dumps({"post": item.post.model_dump(mode="json"), "tags": item.tags}) + "\n"
+                )
 
     @classmethod
     def load(cls, path: Path) -> History:

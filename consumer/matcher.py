@@ -30,6 +30,9 @@ from consumer.text import HashtagSegmenter, handles, lexical_tokens, post_text, 
 from consumer.versions import versions
 from schemas.events import PebbleUploaded, ProductChanged, Reason, SuggestedProduct
 
+# Brand and shared words are checkable at a glance; "similar posts" and the rest support them.
+REASON_ORDER = ("brand", "words", "similar_posts", "semantic", "co_tagged", "popular")
+
 
 class ScorerSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -70,8 +73,13 @@ class Recommendation:
     reasons: tuple[Reason, ...] = ()
 
     def to_event(self) -> SuggestedProduct:
-        return SuggestedProduct(product_id=self.product_id, name=self.name, rank=self.rank,
-                                score=round(self.score, 6), reasons=list(self.reasons))
+        return SuggestedProduct(
+            product_id=self.product_id,
+            name=self.name,
+            rank=self.rank,
+            score=round(self.score, 6),
+            reasons=list(self.reasons),
+        )
 
     def __str__(self) -> str:
         why = "; ".join(r.text for r in self.reasons)
@@ -137,8 +145,11 @@ class Engine:
             scorer.fit(self.state)
             self.scorers[spec.label] = scorer
         fusion_params = dict(self.config.fusion)
-        self.fusion: Fusion = make_fusion(fusion_params.pop("name"), list(self.scorers),
-                                          **{k: v for k, v in fusion_params.items() if k != "scorers"})
+        self.fusion: Fusion = make_fusion(
+            fusion_params.pop("name"),
+            list(self.scorers),
+            **{k: v for k, v in fusion_params.items() if k != "scorers"},
+        )
 
     # -- building blocks -----------------------------------------------------------------
     @property
@@ -238,14 +249,15 @@ class Engine:
         return [pool(runs, q, self.priors()) for q in range(len(posts))]
 
     def explain(self, batch: QueryBatch, runs: dict[str, Candidates], q: int, row: int) -> tuple[Reason, ...]:
-        reasons = []
+        """One reason per kind (the first scorer's of that kind), most telling kinds first."""
+        by_kind: dict[str, Reason] = {}
         for name, run in runs.items():
             hit = np.flatnonzero(run.rows[q] == row)
             if hit.size:
                 reason = self.scorers[name].explain(batch, q, row, float(run.scores[q, hit[0]]))
                 if reason is not None:
-                    reasons.append(reason)
-        return tuple(reasons)
+                    by_kind.setdefault(reason.kind, reason)
+        return tuple(by_kind[k] for k in REASON_ORDER if k in by_kind)
 
     def suggest_batch(self, posts: Sequence[PebbleUploaded | str], k: int = 10) -> list[Suggestions]:
         pebbles = [_as_pebble(p, i) for i, p in enumerate(posts)]
@@ -261,13 +273,17 @@ class Engine:
             for rank, (row, score) in enumerate(ranked.query(q), start=1):
                 product = self.catalog.product(row)
                 assert product is not None  # ranked rows are published, hence live
-                recs.append(Recommendation(product.id, product.name, rank, float(score),
-                                           self.explain(batch, runs, q, row)))
+                recs.append(
+                    Recommendation(
+                        product.id, product.name, rank, float(score), self.explain(batch, runs, q, row)
+                    )
+                )
             out.append((pebble.id, tuple(recs)))
         done = time.perf_counter()
         share = 1000.0 / len(pebbles)
-        return [Suggestions(pid, recs, (encoded - start) * share, (done - encoded) * share)
-                for pid, recs in out]
+        return [
+            Suggestions(pid, recs, (encoded - start) * share, (done - encoded) * share) for pid, recs in out
+        ]
 
     def rank_ids(self, posts: Sequence[PebbleUploaded], k: int) -> list[list[str]]:
         """Product ids best first, without explanations: the evaluation's fast path."""
@@ -300,8 +316,9 @@ class Engine:
         cache.save()
         return engine
 
-    def save(self, path: Path, manifest: dict[str, Any] | None = None,
-             encoder_dir: Path | None = None) -> None:
+    def save(
+        self, path: Path, manifest: dict[str, Any] | None = None, encoder_dir: Path | None = None
+    ) -> None:
         """A model folder the worker loads by path: config, encoder, history, vector cache."""
         path.mkdir(parents=True, exist_ok=True)
         config = self.config.model_copy(update={"fusion": self.fusion.config()})

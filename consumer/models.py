@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -28,9 +27,10 @@ def ensure_base_model(models_root: Path) -> Path:
     config = EngineConfig(version=version)
     (staging / "engine.json").write_text(config.model_dump_json(indent=2), encoding="utf-8")
     (staging / "manifest.json").write_text(
-        f'{{"kind": "keyblend-model", "version": "{version}", "trained": false}}\n', encoding="utf-8")
+        f'{{"kind": "keyblend-model", "version": "{version}", "trained": false}}\n', encoding="utf-8"
+    )
     try:
-        os.replace(staging, target)
+        staging.replace(target)
     except OSError:  # another process won the race; use theirs
         import shutil
 

@@ -53,7 +53,7 @@ def unwrap_mongo(value: Any) -> Any:
     """MongoDB extended JSON to plain values: {"$oid": x} → x, {"$date": x} → x, …"""
     if isinstance(value, dict):
         if len(value) == 1:
-            (key, inner), = value.items()
+            ((key, inner),) = value.items()
             if key in ("$oid", "$date", "$numberLong", "$numberInt", "$numberDecimal", "$numberDouble"):
                 if key == "$date" and isinstance(inner, dict):
                     return unwrap_mongo(inner)

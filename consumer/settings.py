@@ -24,9 +24,7 @@ class Topics(BaseSettings):
 class Settings(BaseSettings):
     """Everything the worker and the CLI need; env vars are prefixed ``KEYBLEND_``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="KEYBLEND_", env_file=".env", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="KEYBLEND_", env_file=".env", extra="ignore", frozen=True)
 
     brokers: str = "127.0.0.1:9092"
     group: str = "keyblend"

@@ -5,8 +5,17 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-_PACKAGES = ("keyblend", "numpy", "onnxruntime", "tokenizers", "bm25s", "faiss-cpu",
-             "torch", "sentence-transformers", "transformers")
+_PACKAGES = (
+    "keyblend",
+    "numpy",
+    "onnxruntime",
+    "tokenizers",
+    "bm25s",
+    "faiss-cpu",
+    "torch",
+    "sentence-transformers",
+    "transformers",
+)
 
 
 def versions() -> dict[str, str]:

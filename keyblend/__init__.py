@@ -1,9 +1,9 @@
 """KeyBlend: suggests which catalog products a creator should tag on a new post.
 
-    from keyblend import Catalog, Engine, demo_catalog
-    engine = Engine.build(demo_catalog())
-    for rec in engine.suggest("Summer glow with vitamin C #summerglowup", k=3):
-        print(rec)
+from keyblend import Catalog, Engine, demo_catalog
+engine = Engine.build(demo_catalog())
+for rec in engine.suggest("Summer glow with vitamin C #summerglowup", k=3):
+    print(rec)
 """
 
 from consumer.catalog import Catalog, Product

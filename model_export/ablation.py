@@ -22,12 +22,18 @@ def restrict(candidates: Pool, keep: Sequence[int]) -> Pool:
     keep_list = list(keep)
     ranks = candidates.ranks[:, keep_list]
     rows_kept = (ranks >= 0).any(axis=1)
-    return replace(candidates, rows=candidates.rows[rows_kept], scores=candidates.scores[rows_kept][:, keep_list],
-                   ranks=ranks[rows_kept], top=candidates.top[keep_list], priors=candidates.priors[rows_kept])
+    return replace(
+        candidates,
+        rows=candidates.rows[rows_kept],
+        scores=candidates.scores[rows_kept][:, keep_list],
+        ranks=ranks[rows_kept],
+        top=candidates.top[keep_list],
+        priors=candidates.priors[rows_kept],
+    )
 
 
 def _rank(fusion: LinearFusion, pools: Sequence[Pool], k: int) -> list[list[str]]:
-    out = []
+    out: list[list[str]] = []
     for p in pools:
         if len(p.rows) == 0:
             out.append([])
@@ -37,9 +43,15 @@ def _rank(fusion: LinearFusion, pools: Sequence[Pool], k: int) -> list[list[str]
     return out
 
 
-def ablation(scorers: Sequence[str], tune_pools: Sequence[Pool], tune_relevant: Sequence[set[int]],
-             val_pools: Sequence[Pool], val_relevant: Sequence[set[int]], l2: float = 1.0,
-             k: int = 50) -> dict[str, dict[str, float]]:
+def ablation(
+    scorers: Sequence[str],
+    tune_pools: Sequence[Pool],
+    tune_relevant: Sequence[set[int]],
+    val_pools: Sequence[Pool],
+    val_relevant: Sequence[set[int]],
+    l2: float = 1.0,
+    k: int = 50,
+) -> dict[str, dict[str, float]]:
     """Validation metrics of the blend refit with all scorers, without each, and each alone."""
     variants: dict[str, list[int]] = {"all signals": list(range(len(scorers)))}
     for i, name in enumerate(scorers):

@@ -26,14 +26,29 @@ def baseline_configs(has_history: bool) -> dict[str, EngineConfig]:
         "bm25 (name+keywords)": EngineConfig(version="bm25", scorers=single("bm25")),
         "base model (name+keywords)": EngineConfig(version="dense", scorers=single("dense")),
         "rrf(bm25, base model)": EngineConfig(
-            version="rrf", scorers=single("bm25") + single("dense"), fusion={"name": "rrf", "k": 60.0}),
+            version="rrf", scorers=single("bm25") + single("dense"), fusion={"name": "rrf", "k": 60.0}
+        ),
     }
     if has_history:
         configs["popularity"] = EngineConfig(version="popularity", scorers=single("popularity"))
         # The issue's definition: tags of the 20 nearest past posts by BM25, summed.
         configs["nearest past posts (bm25, 20)"] = EngineConfig(
-            version="knn", scorers=single("neighbors", similarity="bm25", neighbors=20, power=1.0))
+            version="knn", scorers=single("neighbors", similarity="bm25", neighbors=20, power=1.0)
+        )
     return configs
+
+
+def finetuned_baselines() -> dict[str, EngineConfig]:
+    """Run with the trained model's encoder: what fine-tuning alone buys, and the issue's
+    strongest reference (RRF of nearest past posts and the fine-tuned model)."""
+    dense = ScorerSpec(name="dense")
+    knn = ScorerSpec(name="neighbors", params={"similarity": "bm25", "neighbors": 20, "power": 1.0})
+    return {
+        "fine-tuned model (name+keywords)": EngineConfig(version="dense-ft", scorers=[dense]),
+        "rrf(nearest past posts, fine-tuned model)": EngineConfig(
+            version="rrf-ft", scorers=[knn, dense], fusion={"name": "rrf", "k": 60.0}
+        ),
+    }
 
 
 class OriginalRecipe:

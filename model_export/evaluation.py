@@ -39,14 +39,17 @@ def mrr_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
     return 0.0
 
 
-def score_rankings(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]],
-                   catalog_size: int | None = None) -> dict[str, float]:
+def score_rankings(
+    rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]], catalog_size: int | None = None
+) -> dict[str, float]:
     """Mean metrics over posts (each post counts once), plus top-10 catalog coverage."""
     if not rankings:
         return {}
     out: dict[str, float] = {}
     for k in CUTOFFS:
-        out[f"recall@{k}"] = float(np.mean([recall_at(r, s, k) for r, s in zip(rankings, relevant, strict=True)]))
+        out[f"recall@{k}"] = float(
+            np.mean([recall_at(r, s, k) for r, s in zip(rankings, relevant, strict=True)])
+        )
     out["ndcg@10"] = float(np.mean([ndcg_at(r, s, 10) for r, s in zip(rankings, relevant, strict=True)]))
     out["mrr@10"] = float(np.mean([mrr_at(r, s, 10) for r, s in zip(rankings, relevant, strict=True)]))
     if catalog_size:
@@ -96,8 +99,9 @@ def slices(rankings: Sequence[Sequence[str]], data: EvalSet) -> dict[str, dict[s
     return out
 
 
-def evaluate_ranker(ranker: Ranker, data: EvalSet, catalog_size: int, k: int = 50,
-                    batch_size: int = 64) -> tuple[dict[str, float], list[list[str]]]:
+def evaluate_ranker(
+    ranker: Ranker, data: EvalSet, catalog_size: int, k: int = 50, batch_size: int = 64
+) -> tuple[dict[str, float], list[list[str]]]:
     rankings: list[list[str]] = []
     for start in range(0, len(data.posts), batch_size):
         rankings.extend(ranker.rank_ids(data.posts[start : start + batch_size], k))
@@ -107,7 +111,7 @@ def evaluate_ranker(ranker: Ranker, data: EvalSet, catalog_size: int, k: int = 5
 def format_table(report: dict[str, Any]) -> str:
     """The overall metrics of the engine and every baseline as a Markdown table."""
     columns = ["recall@1", "recall@5", "recall@10", "recall@50", "ndcg@10", "mrr@10", "coverage@10"]
-    rows = [("engine", report)] + sorted(report.get("baselines", {}).items())
+    rows = [("engine", report), *sorted(report.get("baselines", {}).items())]
     lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name, metrics in rows:
         cells = [f"{metrics[c]:.3f}" if c in metrics else "" for c in columns]
@@ -115,10 +119,27 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_command(model: Path | None, products: Path, posts: Path, tags: Path, seed: int = 42,
-                     validation: float = 0.2, baselines: bool = True, html: Path | None = None,
-                     threads: int = 1) -> dict[str, Any]:
+def evaluate_command(
+    model: Path | None,
+    products: Path,
+    posts: Path,
+    tags: Path,
+    seed: int = 42,
+    validation: float = 0.2,
+    baselines: bool = True,
+    html: Path | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
     from model_export.pipeline import run_evaluation
 
-    return run_evaluation(model=model, products=products, posts=posts, tags=tags, seed=seed,
-                          validation=validation, with_baselines=baselines, html=html, threads=threads)
+    return run_evaluation(
+        model=model,
+        products=products,
+        posts=posts,
+        tags=tags,
+        seed=seed,
+        validation=validation,
+        with_baselines=baselines,
+        html=html,
+        threads=threads,
+    )

@@ -46,7 +46,7 @@ def export_onnx(model: Any, out_dir: Path, version: str, max_length: int = 128) 
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["last_hidden_state"] = {0: "batch", 1: "sequence"}
 
-    class _Wrapper(torch.nn.Module):
+    class _Wrapper(torch.nn.Module):  # type: ignore[misc]
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner
@@ -82,8 +82,9 @@ def export_onnx(model: Any, out_dir: Path, version: str, max_length: int = 128) 
     return out_dir
 
 
-def parity(model: Any, encoder: OnnxEncoder, queries: Sequence[str], corpus: Sequence[str],
-           k: int = 10) -> dict[str, float]:
+def parity(
+    model: Any, encoder: OnnxEncoder, queries: Sequence[str], corpus: Sequence[str], k: int = 10
+) -> dict[str, float]:
     """How closely the ONNX encoder reproduces the PyTorch model: cosine and top-k overlap."""
     model.max_seq_length = encoder.max_length
     ref_q = np.asarray(model.encode(list(queries), normalize_embeddings=True), dtype=np.float32)
@@ -93,8 +94,11 @@ def parity(model: Any, encoder: OnnxEncoder, queries: Sequence[str], corpus: Seq
     top_ref = np.argsort(-(ref_q @ ref_c.T), axis=1)[:, :k]
     top_got = np.argsort(-(got_q @ got_c.T), axis=1)[:, :k]
     overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(top_ref, top_got, strict=True)])
-    return {"min_cosine": float(cosine.min()), "mean_cosine": float(cosine.mean()),
-            f"top{k}_overlap": float(overlap)}
+    return {
+        "min_cosine": float(cosine.min()),
+        "mean_cosine": float(cosine.mean()),
+        f"top{k}_overlap": float(overlap),
+    }
 
 
 def export_base(out_dir: Path, max_length: int = 128) -> Path:

@@ -51,11 +51,14 @@ class Pair:
 
 def training_pairs(history: History, catalog: Catalog, segment: Any) -> list[Pair]:
     """One pair per tag whose product is in the catalog."""
-    pairs = []
+    pairs: list[Pair] = []
     for item in history:
         text = post_text(item.post.caption, item.post.hashtags, item.post.label.interests, segment)
-        rows = [r for r in (catalog.row_of(pid) for pid in item.tags)
-                if r is not None and catalog.product(r) is not None]
+        rows = [
+            r
+            for r in (catalog.row_of(pid) for pid in item.tags)
+            if r is not None and catalog.product(r) is not None
+        ]
         pairs.extend(Pair(text, catalog.text(r), r, frozenset(rows)) for r in rows)
     return pairs
 
@@ -83,9 +86,16 @@ def mine_hard_negatives(pairs: Sequence[Pair], catalog: Catalog, seed: int) -> l
     for pair in pairs:
         row, tagged = pair.row, pair.tagged
         product = catalog.product(row)
-        group = [r for key in (product.brand_id if product else None,
-                               (product.cat_three or product.cat_two) if product else None)
-                 if key for r in by_group.get(key, []) if r not in tagged]
+        group = [
+            r
+            for key in (
+                product.brand_id if product else None,
+                (product.cat_three or product.cat_two) if product else None,
+            )
+            if key
+            for r in by_group.get(key, [])
+            if r not in tagged
+        ]
         if group and rng.random() < 0.5:
             choice = int(rng.choice(group))
         else:
@@ -99,8 +109,15 @@ def mine_hard_negatives(pairs: Sequence[Pair], catalog: Catalog, seed: int) -> l
     return negatives
 
 
-def fine_tune(model: Any, train: History, tune: History, catalog: Catalog, segment: Any, out_dir: Path,
-              options: FineTuneOptions) -> dict[str, Any]:
+def fine_tune(
+    model: Any,
+    train: History,
+    tune: History,
+    catalog: Catalog,
+    segment: Any,
+    out_dir: Path,
+    options: FineTuneOptions,
+) -> dict[str, Any]:
     """Train in place; returns what happened (steps, best score, minutes)."""
     import time
 
@@ -126,16 +143,19 @@ def fine_tune(model: Any, train: History, tune: History, catalog: Catalog, segme
     others = np.setdiff1d(np.flatnonzero(catalog.published), corpus_rows)
     extra = max(0, options.eval_corpus - len(corpus_rows))
     corpus_rows += rng.choice(others, size=min(extra, len(others)), replace=False).tolist()
-    corpus = {str(r): catalog.text(r) for r in corpus_rows}
-    queries, relevant = {}, {}
+    corpus: dict[str, Any] = {str(r): catalog.text(r) for r in corpus_rows}
+    queries: dict[str, Any] = {}
+    relevant: dict[str, set[str]] = {}
     for item in tune:
         rows = {str(catalog.row_of(p)) for p in item.tags if catalog.row_of(p) is not None}
         if rows:
-            queries[item.post.id] = post_text(item.post.caption, item.post.hashtags,
-                                              item.post.label.interests, segment)
+            queries[item.post.id] = post_text(
+                item.post.caption, item.post.hashtags, item.post.label.interests, segment
+            )
             relevant[item.post.id] = rows
-    evaluator = InformationRetrievalEvaluator(queries, corpus, relevant, name="tune", batch_size=64,
-                                              write_csv=False, show_progress_bar=False)
+    evaluator = InformationRetrievalEvaluator(
+        queries, corpus, relevant, name="tune", batch_size=64, write_csv=False, show_progress_bar=False
+    )
     steps_per_epoch = math.ceil(len(dataset) / options.batch_size)
     started = time.monotonic()
 
@@ -144,8 +164,11 @@ def fine_tune(model: Any, train: History, tune: History, catalog: Catalog, segme
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             if (time.monotonic() - started) / 60 > options.max_minutes:
-                log.warning("fine-tuning time budget (%.0f min) spent at step %d", options.max_minutes,
-                            state.global_step)
+                log.warning(
+                    "fine-tuning time budget (%.0f min) spent at step %d",
+                    options.max_minutes,
+                    state.global_step,
+                )
                 control.should_training_stop = True
             return control
 
@@ -171,17 +194,30 @@ def fine_tune(model: Any, train: History, tune: History, catalog: Catalog, segme
         use_cpu=True,
     )
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=dataset, loss=MultipleNegativesRankingLoss(model),
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=MultipleNegativesRankingLoss(model),
         evaluator=evaluator,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=options.patience), TimeBudget()],
     )
     before = evaluator(model)["tune_cosine_ndcg@10"]
-    log.info("fine-tuning: %d pairs, %d steps/epoch, tune nDCG@10 before %.3f",
-             len(dataset), steps_per_epoch, before)
+    log.info(
+        "fine-tuning: %d pairs, %d steps/epoch, tune nDCG@10 before %.3f",
+        len(dataset),
+        steps_per_epoch,
+        before,
+    )
     resume = options.resume and any(p.name.startswith("checkpoint-") for p in out_dir.glob("*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
     after = evaluator(model)["tune_cosine_ndcg@10"]
-    return {"pairs": len(dataset), "steps": trainer.state.global_step, "steps_per_epoch": steps_per_epoch,
-            "tune_ndcg@10_before": round(float(before), 4), "tune_ndcg@10_after": round(float(after), 4),
-            "best_checkpoint": trainer.state.best_model_checkpoint,
-            "minutes": round((time.monotonic() - started) / 60, 1), "threads": os.environ.get("OMP_NUM_THREADS")}
+    return {
+        "pairs": len(dataset),
+        "steps": trainer.state.global_step,
+        "steps_per_epoch": steps_per_epoch,
+        "tune_ndcg@10_before": round(float(before), 4),
+        "tune_ndcg@10_after": round(float(after), 4),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+    }

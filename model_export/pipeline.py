@@ -16,7 +16,7 @@ from consumer.history import History
 from consumer.matcher import Engine, EngineConfig
 from consumer.models import ensure_base_model
 from consumer.records import ReadReport
-from model_export.baselines import OriginalRecipe, baseline_configs
+from model_export.baselines import OriginalRecipe, baseline_configs, finetuned_baselines
 from model_export.evaluation import EvalSet, evaluate_ranker, slices
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,7 @@ class Dataset:
         return EvalSet(posts, relevant, counts, brand_of)
 
 
-def load_dataset(products: Path, posts: Path, tags: Path, seed: int = 42,
-                 validation: float = 0.2) -> Dataset:
+def load_dataset(products: Path, posts: Path, tags: Path, seed: int = 42, validation: float = 0.2) -> Dataset:
     catalog, product_report = Catalog.from_file(products)
     history, reports = History.from_files(posts, tags)
     for report in (product_report, *reports):
@@ -73,10 +72,17 @@ def base_encoder(threads: int = 1, models_root: Path = Path("models")) -> Encode
     return load_encoder(ensure_base_model(models_root) / "encoder", threads=threads)
 
 
-def engine_for(config: EngineConfig, dataset: Dataset, encoder: Encoder, history: History | None = None,
-               cache_dir: Path | None = DEFAULT_CACHE) -> Engine:
+def engine_for(
+    config: EngineConfig,
+    dataset: Dataset,
+    encoder: Encoder,
+    history: History | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> Engine:
     cache = EmbeddingCache(encoder, cache_dir)
-    engine = Engine(dataset.catalog, encoder, history if history is not None else dataset.train, config, cache)
+    engine = Engine(
+        dataset.catalog, encoder, history if history is not None else dataset.train, config, cache
+    )
     cache.save()
     return engine
 
@@ -91,25 +97,46 @@ def _examples(engine: Engine, data: EvalSet, rankings: list[list[str]], n: int =
         rel = data.relevant[i]
         shown = {r.product_id for r in suggestion.recommendations}
         missed = [engine.catalog.get(pid) for pid in rel - shown]
-        out.append({
-            "text": engine.post_text(data.posts[i]),
-            "suggestions": [{"name": r.name, "score": r.score, "hit": r.product_id in rel,
-                             "reasons": [x.text for x in r.reasons]} for r in suggestion.recommendations],
-            "missed": [p.name for p in missed if p is not None],
-        })
+        out.append(
+            {
+                "text": engine.post_text(data.posts[i]),
+                "suggestions": [
+                    {
+                        "name": r.name,
+                        "score": r.score,
+                        "hit": r.product_id in rel,
+                        "reasons": [x.text for x in r.reasons],
+                    }
+                    for r in suggestion.recommendations
+                ],
+                "missed": [p.name for p in missed if p is not None],
+            }
+        )
     return out
 
 
-def run_evaluation(model: Path | None, products: Path, posts: Path, tags: Path, seed: int = 42,
-                   validation: float = 0.2, with_baselines: bool = True, html: Path | None = None,
-                   threads: int = 1) -> dict[str, Any]:
+def run_evaluation(
+    model: Path | None,
+    products: Path,
+    posts: Path,
+    tags: Path,
+    seed: int = 42,
+    validation: float = 0.2,
+    with_baselines: bool = True,
+    html: Path | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
     """Rank the published catalog for each validation post: engine first, then baselines."""
     if model is not None:
         manifest = json.loads((model / "manifest.json").read_text(encoding="utf-8"))
         split = manifest.get("split", {})
         if split and (split.get("seed"), split.get("fraction")) != (seed, validation):
-            log.warning("model was trained with split %s; evaluating with seed=%s fraction=%s",
-                        split, seed, validation)
+            log.warning(
+                "model was trained with split %s; evaluating with seed=%s fraction=%s",
+                split,
+                seed,
+                validation,
+            )
     dataset = load_dataset(products, posts, tags, seed, validation)
     data = dataset.eval_set()
     size = int(dataset.catalog.published.sum())
@@ -118,22 +145,34 @@ def run_evaluation(model: Path | None, products: Path, posts: Path, tags: Path, 
         engine = Engine.load(model, dataset.catalog, threads=threads)
         leaked = {i.post.id for i in engine.history} & {p.id for p in data.posts}
         if leaked:
-            raise ValueError(f"{len(leaked)} validation posts are in the model's history: "
-                             "evaluate with the split the model was trained with")
+            raise ValueError(
+                f"{len(leaked)} validation posts are in the model's history: "
+                "evaluate with the split the model was trained with"
+            )
     else:
-        engine = engine_for(EngineConfig(version="untrained"), dataset, base_encoder(threads),
-                            history=History())
+        engine = engine_for(
+            EngineConfig(version="untrained"), dataset, base_encoder(threads), history=History()
+        )
     metrics, rankings = evaluate_ranker(engine, data, size)
-    report: dict[str, Any] = {**metrics, "model": engine.version,
-                              "seconds": round(time.perf_counter() - started, 1)}
+    report: dict[str, Any] = {
+        **metrics,
+        "model": engine.version,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     report["slices"] = slices(rankings, data)
     if with_baselines:
-        report["baselines"] = baselines(dataset, data, size, threads,
-                                        finetuned=engine.encoder if model is not None else None)
-    report["info"] = {"validation posts": len(data.posts), "catalog (published)": size,
-                      "train posts": len(dataset.train), "seed": seed, "validation fraction": validation,
-                      "model": str(model) if model else "untrained (base model, no history)",
-                      **{f"fingerprint {k}": v for k, v in dataset.fingerprints.items()}}
+        report["baselines"] = baselines(
+            dataset, data, size, threads, finetuned=engine.encoder if model is not None else None
+        )
+    report["info"] = {
+        "validation posts": len(data.posts),
+        "catalog (published)": size,
+        "train posts": len(dataset.train),
+        "seed": seed,
+        "validation fraction": validation,
+        "model": str(model) if model else "untrained (base model, no history)",
+        **{f"fingerprint {k}": v for k, v in dataset.fingerprints.items()},
+    }
     if html is not None:
         from model_export.report import write_report
 
@@ -141,8 +180,9 @@ def run_evaluation(model: Path | None, products: Path, posts: Path, tags: Path, 
     return report
 
 
-def baselines(dataset: Dataset, data: EvalSet, size: int, threads: int,
-              finetuned: Encoder | None = None) -> dict[str, dict[str, float]]:
+def baselines(
+    dataset: Dataset, data: EvalSet, size: int, threads: int, finetuned: Encoder | None = None
+) -> dict[str, dict[str, float]]:
     encoder = base_encoder(threads)
     out: dict[str, dict[str, float]] = {}
     for name, config in baseline_configs(has_history=len(dataset.train) > 0).items():
@@ -152,7 +192,7 @@ def baselines(dataset: Dataset, data: EvalSet, size: int, threads: int,
     metrics, _ = evaluate_ranker(OriginalRecipe(dataset.catalog, encoder), data, size)
     out["original recipe (names, base model)"] = metrics
     if finetuned is not None and finetuned.version != encoder.version:
-        config = baseline_configs(False)["base model (name+keywords)"]
-        metrics, _ = evaluate_ranker(engine_for(config, dataset, finetuned), data, size)
-        out["fine-tuned model (name+keywords)"] = metrics
+        for name, config in finetuned_baselines().items():
+            metrics, _ = evaluate_ranker(engine_for(config, dataset, finetuned), data, size)
+            out[name] = metrics
     return out

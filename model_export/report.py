@@ -11,8 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PALETTE = ["#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#d53f8c", "#718096", "#b7791f", "#319795",
-           "#e53e3e", "#4a5568"]
+PALETTE = [
+    "#2b6cb0",
+    "#dd6b20",
+    "#38a169",
+    "#805ad5",
+    "#d53f8c",
+    "#718096",
+    "#b7791f",
+    "#319795",
+    "#e53e3e",
+    "#4a5568",
+]
 MAIN_METRICS = ("recall@10", "ndcg@10", "mrr@10")
 
 
@@ -20,16 +30,22 @@ def _esc(value: object) -> str:
     return html.escape(str(value))
 
 
-def grouped_bars(methods: Sequence[tuple[str, dict[str, float]]], metrics: Sequence[str],
-                 width: int = 760, bar_height: int = 14) -> str:
+def grouped_bars(
+    methods: Sequence[tuple[str, dict[str, float]]],
+    metrics: Sequence[str],
+    width: int = 760,
+    bar_height: int = 14,
+) -> str:
     """Horizontal bars, one group per metric, one bar per method, values printed."""
     label_w, pad = 250, 6
     group_h = len(methods) * (bar_height + 3) + 18
     height = len(metrics) * group_h + 10
     top = max([m.get(metric, 0.0) for _, m in methods for metric in metrics] + [1e-9])
     scale = (width - label_w - 60) / top
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-             'role="img" xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        'role="img" xmlns="http://www.w3.org/2000/svg">'
+    ]
     y = 4
     for metric in metrics:
         parts.append(f'<text x="0" y="{y + 11}" class="metric">{_esc(metric)}</text>')
@@ -38,32 +54,46 @@ def grouped_bars(methods: Sequence[tuple[str, dict[str, float]]], metrics: Seque
             value = values.get(metric, 0.0)
             colour = PALETTE[i % len(PALETTE)]
             bold = ' font-weight="bold"' if i == 0 else ""
-            parts.append(f'<text x="{label_w - pad}" y="{y + bar_height - 3}" text-anchor="end"'
-                         f'{bold}>{_esc(name)}</text>')
-            parts.append(f'<rect x="{label_w}" y="{y}" width="{max(value * scale, 1):.1f}" '
-                         f'height="{bar_height}" fill="{colour}"><title>{_esc(name)}: {value:.3f}</title></rect>')
-            parts.append(f'<text x="{label_w + value * scale + 4:.1f}" y="{y + bar_height - 3}">{value:.3f}</text>')
+            parts.append(
+                f'<text x="{label_w - pad}" y="{y + bar_height - 3}" text-anchor="end"'
+                f"{bold}>{_esc(name)}</text>"
+            )
+            parts.append(
+                f'<rect x="{label_w}" y="{y}" width="{max(value * scale, 1):.1f}" '
+                f'height="{bar_height}" fill="{colour}"><title>{_esc(name)}: {value:.3f}</title></rect>'
+            )
+            parts.append(
+                f'<text x="{label_w + value * scale + 4:.1f}" y="{y + bar_height - 3}">{value:.3f}</text>'
+            )
             y += bar_height + 3
         y += 2
     parts.append("</svg>")
     return "".join(parts)
 
 
-def recall_curve(methods: Sequence[tuple[str, dict[str, float]]], cutoffs: Sequence[int] = (1, 5, 10, 50),
-                 width: int = 520, height: int = 300) -> str:
-    """Recall@k against k (log-spaced x axis), one line per method."""
-    left, bottom, right, top_pad = 50, 40, 150, 10
+def recall_curve(
+    methods: Sequence[tuple[str, dict[str, float]]],
+    cutoffs: Sequence[int] = (1, 5, 10, 50),
+    width: int = 760,
+    height: int = 300,
+) -> str:
+    """Recall@k against k (evenly spaced cutoffs), one line per method."""
+    left, bottom, right, top_pad = 50, 40, 300, 10
     plot_w, plot_h = width - left - right, height - bottom - top_pad
     xs = {k: left + plot_w * i / (len(cutoffs) - 1) for i, k in enumerate(cutoffs)}
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-             'xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        'xmlns="http://www.w3.org/2000/svg">'
+    ]
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = top_pad + plot_h * (1 - tick)
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.2f}</text>')
     for k, x in xs.items():
         parts.append(f'<text x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle">@{k}</text>')
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">recall at k</text>')
+    parts.append(
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">recall at k</text>'
+    )
     for i, (name, values) in enumerate(methods):
         colour = PALETTE[i % len(PALETTE)]
         points = [(xs[k], top_pad + plot_h * (1 - values.get(f"recall@{k}", 0.0))) for k in cutoffs]
@@ -101,14 +131,20 @@ def _examples(examples: Sequence[dict[str, Any]]) -> str:
         for s in ex["suggestions"]:
             mark = "hit" if s["hit"] else "miss"
             why = "; ".join(_esc(r) for r in s.get("reasons", []))
-            items.append(f'<li class="{mark}"><b>{_esc(s["name"])}</b> <span class="score">'
-                         f'{s["score"]:.3f}</span><br><small>{why}</small></li>')
+            items.append(
+                f'<li class="{mark}"><b>{_esc(s["name"])}</b> <span class="score">'
+                f"{s['score']:.3f}</span><br><small>{why}</small></li>"
+            )
         missed = "".join(f"<li>{_esc(n)}</li>" for n in ex.get("missed", []))
         out.append(
             f'<div class="example"><p class="caption">{_esc(ex["text"][:400])}</p>'
-            f'<ol>{"".join(items)}</ol>'
-            + (f'<p class="missed-head">tagged but not in the top {len(ex["suggestions"])}:</p>'
-               f'<ul class="missed">{missed}</ul>' if missed else "")
+            f"<ol>{''.join(items)}</ol>"
+            + (
+                f'<p class="missed-head">tagged but not in the top {len(ex["suggestions"])}:</p>'
+                f'<ul class="missed">{missed}</ul>'
+                if missed
+                else ""
+            )
             + "</div>"
         )
     return "".join(out)
@@ -130,8 +166,8 @@ li.miss::marker{content:"· "}.score{color:#718096}.missed{color:#9b2c2c}.missed
 
 def render_report(report: dict[str, Any], examples: Sequence[dict[str, Any]], title: str) -> str:
     engine = {k: v for k, v in report.items() if isinstance(v, float)}
-    methods = [("KeyBlend engine", engine)] + sorted(
-        report.get("baselines", {}).items(), key=lambda kv: -kv[1].get("ndcg@10", 0.0))
+    baselines = sorted(report.get("baselines", {}).items(), key=lambda kv: -kv[1].get("ndcg@10", 0.0))
+    methods = [("KeyBlend engine", engine), *baselines]
     kpis = "".join(
         f'<div class="kpi"><small>{_esc(m)}</small><b>{engine.get(m, 0.0):.3f}</b></div>'
         for m in ("recall@10", "ndcg@10", "mrr@10", "recall@50", "coverage@10")
@@ -161,8 +197,9 @@ products (post, product pairs) by cold/warm and brand.</p>
 </body></html>"""
 
 
-def write_report(path: Path, report: dict[str, Any], examples: Sequence[dict[str, Any]],
-                 title: str = "KeyBlend evaluation") -> Path:
+def write_report(
+    path: Path, report: dict[str, Any], examples: Sequence[dict[str, Any]], title: str = "KeyBlend evaluation"
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(report, examples, title), encoding="utf-8")
     return path

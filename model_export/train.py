@@ -27,9 +27,9 @@ from consumer.encoder import EmbeddingCache, Encoder, OnnxEncoder, load_encoder
 from consumer.fusion.linear import LinearFusion
 from consumer.history import History
 from consumer.matcher import Engine, EngineConfig, ScorerSpec
+from consumer.models import ensure_base_model
 from model_export.ablation import ablation
 from model_export.evaluation import evaluate_ranker
-from consumer.models import ensure_base_model
 from model_export.pipeline import DEFAULT_CACHE, Dataset, load_dataset
 
 log = logging.getLogger("keyblend.train")
@@ -41,8 +41,12 @@ TRAINED_SCORERS = [
     ScorerSpec(name="profile", key="profile_bm25", params={"similarity": "bm25", "product_weight": 4}),
     ScorerSpec(name="profile", key="profile_dense", params={"similarity": "dense", "product_weight": 0.5}),
     ScorerSpec(name="neighbors", key="knn_bm25", params={"similarity": "bm25", "neighbors": 20, "power": 4}),
-    ScorerSpec(name="neighbors", key="knn_dense", params={"similarity": "dense", "neighbors": 50, "power": 8}),
-    ScorerSpec(name="neighbors", key="knn_handles", params={"similarity": "handles", "neighbors": 50, "power": 2}),
+    ScorerSpec(
+        name="neighbors", key="knn_dense", params={"similarity": "dense", "neighbors": 50, "power": 8}
+    ),
+    ScorerSpec(
+        name="neighbors", key="knn_handles", params={"similarity": "handles", "neighbors": 50, "power": 2}
+    ),
     ScorerSpec(name="brand"),
     ScorerSpec(name="popularity"),
 ]
@@ -90,8 +94,16 @@ def default_version(dataset: Dataset) -> str:
 def train(products: Path, posts: Path, tags: Path, out: Path | None, options: TrainOptions) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("bm25s").setLevel(logging.WARNING)
-    progress = Progress({"read": 0.5, "fine-tune": 12.0 if options.fine_tune else 0.0,
-                         "export": 1.0, "blend": 2.0, "final": 1.5, "save": 0.2})
+    progress = Progress(
+        {
+            "read": 0.5,
+            "fine-tune": 12.0 if options.fine_tune else 0.0,
+            "export": 1.0,
+            "blend": 2.0,
+            "final": 1.5,
+            "save": 0.2,
+        }
+    )
     progress.stage("read")
     dataset = load_dataset(products, posts, tags, options.seed, options.validation)
     fit, tune = dataset.train.split(options.tune, options.seed + 1)
@@ -103,29 +115,40 @@ def train(products: Path, posts: Path, tags: Path, out: Path | None, options: Tr
 
     progress.stage("fine-tune")
     if options.fine_tune:
-        encoder_dir, info["fine_tune"], info["parity"] = _fine_tune(dataset, fit, tune, staging, version, options)
+        encoder_dir, info["fine_tune"], info["parity"] = _fine_tune(
+            dataset, fit, tune, staging, version, options
+        )
         encoder: Encoder = OnnxEncoder(encoder_dir)
     else:
         encoder_dir = options.encoder_dir or ensure_base_model(Path("models")) / "encoder"
         encoder = load_encoder(encoder_dir)
 
     progress.stage("blend")
-    config = EngineConfig(version=version, scorers=TRAINED_SCORERS, fusion={"name": "linear"},
-                          candidates=options.candidates)
+    config = EngineConfig(
+        version=version, scorers=TRAINED_SCORERS, fusion={"name": "linear"}, candidates=options.candidates
+    )
     cache = EmbeddingCache(encoder, DEFAULT_CACHE)
     fit_engine = Engine(dataset.catalog, encoder, fit, config, cache)
     tune_set = dataset.eval_set(tune)
     pools = []
     for start in range(0, len(tune_set.posts), 64):
         pools.extend(fit_engine.candidate_pools(tune_set.posts[start : start + 64]))
-    relevant = [{r for r in (dataset.catalog.row_of(p) for p in rel) if r is not None}
-                for rel in tune_set.relevant]
+    relevant = [
+        {r for r in (dataset.catalog.row_of(p) for p in rel) if r is not None} for rel in tune_set.relevant
+    ]
     fusion = LinearFusion.fit(list(fit_engine.scorers), pools, relevant, l2=options.l2)
     recall_in_pool = sum(len(set(p.rows.tolist()) & r) for p, r in zip(pools, relevant, strict=True)) / max(
-        1, sum(len(r) for r in relevant))
-    info["blend"] = {"tune_posts": len(pools), "recall_of_candidate_pool": round(recall_in_pool, 4),
-                     "weights": fusion.params["weights"], "bias": fusion.params["bias"]}
-    tune_metrics, _ = evaluate_ranker(_with_fusion(fit_engine, fusion), tune_set, int(dataset.catalog.published.sum()))
+        1, sum(len(r) for r in relevant)
+    )
+    info["blend"] = {
+        "tune_posts": len(pools),
+        "recall_of_candidate_pool": round(recall_in_pool, 4),
+        "weights": fusion.params["weights"],
+        "bias": fusion.params["bias"],
+    }
+    tune_metrics, _ = evaluate_ranker(
+        _with_fusion(fit_engine, fusion), tune_set, int(dataset.catalog.published.sum())
+    )
     info["tune_metrics"] = tune_metrics
 
     progress.stage("final")
@@ -141,20 +164,33 @@ def train(products: Path, posts: Path, tags: Path, out: Path | None, options: Tr
             val_pools = []
             for start in range(0, len(val_set.posts), 64):
                 val_pools.extend(engine.candidate_pools(val_set.posts[start : start + 64]))
-            val_relevant = [{r for r in (dataset.catalog.row_of(p) for p in rel) if r is not None}
-                            for rel in val_set.relevant]
-            info["ablation"] = ablation(list(engine.scorers), pools, relevant, val_pools, val_relevant,
-                                        l2=options.l2)
+            val_relevant = [
+                {r for r in (dataset.catalog.row_of(p) for p in rel) if r is not None}
+                for rel in val_set.relevant
+            ]
+            info["ablation"] = ablation(
+                list(engine.scorers), pools, relevant, val_pools, val_relevant, l2=options.l2
+            )
 
     progress.stage("save")
     manifest = {
         "trained": True,
-        "data": {"products": str(products), "posts": str(posts), "tags": str(tags),
-                 "fingerprints": dataset.fingerprints,
-                 "reports": [r.summary() for r in dataset.reports]},
-        "split": {"seed": options.seed, "fraction": options.validation, "tune_fraction": options.tune,
-                  "train_posts": len(dataset.train), "validation_posts": len(dataset.validation),
-                  "fit_posts": len(fit), "tune_posts": len(tune)},
+        "data": {
+            "products": str(products),
+            "posts": str(posts),
+            "tags": str(tags),
+            "fingerprints": dataset.fingerprints,
+            "reports": [r.summary() for r in dataset.reports],
+        },
+        "split": {
+            "seed": options.seed,
+            "fraction": options.validation,
+            "tune_fraction": options.tune,
+            "train_posts": len(dataset.train),
+            "validation_posts": len(dataset.validation),
+            "fit_posts": len(fit),
+            "tune_posts": len(tune),
+        },
         "options": asdict(options),
         **info,
     }
@@ -169,8 +205,9 @@ def _with_fusion(engine: Engine, fusion: LinearFusion) -> Engine:
     return engine
 
 
-def _fine_tune(dataset: Dataset, fit: History, tune: History, staging: Path, version: str,
-               options: TrainOptions) -> tuple[Path, dict[str, Any], dict[str, float]]:
+def _fine_tune(
+    dataset: Dataset, fit: History, tune: History, staging: Path, version: str, options: TrainOptions
+) -> tuple[Path, dict[str, Any], dict[str, float]]:
     from consumer.text import HashtagSegmenter, words
     from model_export.export import base_model_path, export_onnx, load_sentence_transformer, parity
     from model_export.finetune import FineTuneOptions, fine_tune
@@ -178,12 +215,20 @@ def _fine_tune(dataset: Dataset, fit: History, tune: History, staging: Path, ver
     model = load_sentence_transformer(base_model_path())
     vocabulary = {w for p in dataset.catalog for w in words(p.name)}
     segmenter = HashtagSegmenter(vocabulary)
-    ft_options = FineTuneOptions(epochs=options.epochs, batch_size=options.batch_size,
-                                 max_seq_length=options.max_seq_length, seed=options.seed,
-                                 max_minutes=options.max_minutes, resume=options.resume)
-    report = fine_tune(model, fit, tune, dataset.catalog, segmenter.segment, staging / "checkpoints", ft_options)
-    encoder_dir = export_onnx(model, staging / "encoder", version=f"{version}-encoder",
-                              max_length=options.max_seq_length * 2)
+    ft_options = FineTuneOptions(
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        max_seq_length=options.max_seq_length,
+        seed=options.seed,
+        max_minutes=options.max_minutes,
+        resume=options.resume,
+    )
+    report = fine_tune(
+        model, fit, tune, dataset.catalog, segmenter.segment, staging / "checkpoints", ft_options
+    )
+    encoder_dir = export_onnx(
+        model, staging / "encoder", version=f"{version}-encoder", max_length=options.max_seq_length * 2
+    )
     encoder = OnnxEncoder(encoder_dir)
     texts = [dataset.catalog.text(r) for r in range(dataset.catalog.n_rows) if dataset.catalog.published[r]]
     queries = [item.post.caption or " ".join(item.post.hashtags) for item in tune][:300]

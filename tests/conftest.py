@@ -13,6 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from consumer.encoder import HashingEncoder  # noqa: E402
 
+pytest_plugins = ["tests.broker_fixtures"]
+
 HYPD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hypd"
 
 

@@ -22,8 +22,12 @@ def demo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_demo_files(out)
     encoder_dir = out / "hashing-encoder"
     save_hashing_encoder(HashingEncoder(dim=64), encoder_dir)
-    return {"products": out / "products.jsonl", "posts": out / "posts.csv", "tags": out / "tags.csv",
-            "encoder": encoder_dir}
+    return {
+        "products": out / "products.jsonl",
+        "posts": out / "posts.csv",
+        "tags": out / "tags.csv",
+        "encoder": encoder_dir,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,9 @@ def test_split_is_deterministic_and_disjoint(demo_files: dict[str, Path]) -> Non
     assert ids(a.validation) == ids(b.validation)
     assert ids(a.validation) != ids(c.validation)
     assert not set(ids(a.train)) & set(ids(a.validation))
-    assert len(a.train) + len(a.validation) == len(History.from_files(demo_files["posts"], demo_files["tags"])[0])
+    assert len(a.train) + len(a.validation) == len(
+        History.from_files(demo_files["posts"], demo_files["tags"])[0]
+    )
 
 
 def test_train_writes_a_complete_model_folder(trained: Path) -> None:

@@ -169,10 +169,8 @@ def test_catalog_changes_are_visible_to_the_next_pebble(
 
 def test_sigterm_commits_and_the_next_worker_gets_only_new_events(
         broker: LocalBroker, topics: dict[str, str], tmp_path: Path) -> None:
-    # The production assignment strategy (cooperative-sticky), not the tests' quicker one.
-    config = {k: v for k, v in worker_settings(broker, topics).client_config.items()
-              if k != "partition.assignment.strategy"}
-    settings = worker_settings(broker, topics, client_config=config)
+    settings = worker_settings(broker, topics)
+    config = settings.client_config
     t = settings.topics
     model_dir = tmp_path / "model"
     hashing_engine(small_catalog()).save(model_dir)

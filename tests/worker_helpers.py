@@ -25,8 +25,9 @@ ClientConfig = dict[str, str | int | float | bool]
 
 
 def fast_config() -> ClientConfig:
-    # Quick group joins on tansu (see consumer.local_broker); requests time out fast too.
-    return {**cast(ClientConfig, fast_test_client_config()), "socket.timeout.ms": 5000}
+    # Quick group joins and fetches on tansu (see consumer.local_broker); the worker hands
+    # each client only its own kind's properties.
+    return cast(ClientConfig, fast_test_client_config("both"))
 
 
 def worker_settings(broker: LocalBroker, topics: dict[str, str], **overrides: Any) -> Settings:

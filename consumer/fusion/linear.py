@@ -55,8 +55,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int 
 class LinearFusion(Fusion):
     name = "linear"
 
-    def __init__(self, scorers: list[str], weights: dict[str, float] | None = None, bias: float = 0.0,
-                 **params: Any) -> None:
+    def __init__(
+        self, scorers: list[str], weights: dict[str, float] | None = None, bias: float = 0.0, **params: Any
+    ) -> None:
         names = feature_names(scorers)
         if weights is None:
             weights = {f"{s}.relative": 1.0 for s in scorers}
@@ -73,8 +74,9 @@ class LinearFusion(Fusion):
         return fused
 
     @classmethod
-    def fit(cls, scorers: list[str], pools: Sequence[Pool], relevant: Sequence[set[int]],
-            l2: float = 1.0) -> LinearFusion:
+    def fit(
+        cls, scorers: list[str], pools: Sequence[Pool], relevant: Sequence[set[int]], l2: float = 1.0
+    ) -> LinearFusion:
         """Learn weights from posts whose tagged rows (``relevant``) are known."""
         xs, ys = [], []
         for candidates, rel in zip(pools, relevant, strict=True):
@@ -85,5 +87,9 @@ class LinearFusion(Fusion):
         x, y = np.vstack(xs), np.concatenate(ys)
         w = fit_logistic(x, y, l2=l2)
         names = feature_names(scorers, n_priors=x.shape[1] - 3 * len(scorers))
-        return cls(scorers, weights={n: float(v) for n, v in zip(names, w[:-1], strict=True)},
-                   bias=float(w[-1]), l2=l2)
+        return cls(
+            scorers,
+            weights={n: float(v) for n, v in zip(names, w[:-1], strict=True)},
+            bias=float(w[-1]),
+            l2=l2,
+        )

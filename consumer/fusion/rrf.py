@@ -13,8 +13,9 @@ from consumer.fusion.base import FUSIONS, Fusion, Pool
 class RRFusion(Fusion):
     name = "rrf"
 
-    def __init__(self, scorers: list[str], k: float = 60.0, weights: dict[str, float] | None = None,
-                 **params: Any) -> None:
+    def __init__(
+        self, scorers: list[str], k: float = 60.0, weights: dict[str, float] | None = None, **params: Any
+    ) -> None:
         super().__init__(scorers, k=k, weights=weights or {}, **params)
         self._w = np.array([float((weights or {}).get(s, 1.0)) for s in scorers], dtype=np.float32)
 

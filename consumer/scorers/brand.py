@@ -25,8 +25,9 @@ from schemas.events import Reason
 class BrandScorer(Scorer):
     name = "brand"
 
-    def __init__(self, max_products: int = 300, min_length: int = 4, memory: bool = True,
-                 **params: Any) -> None:
+    def __init__(
+        self, max_products: int = 300, min_length: int = 4, memory: bool = True, **params: Any
+    ) -> None:
         super().__init__(max_products=max_products, min_length=min_length, memory=memory, **params)
         self._last: dict[tuple[int, int], list[str]] = {}
 
@@ -100,5 +101,7 @@ class BrandScorer(Scorer):
         named = self._last.get((query, row))
         if not named:
             return None
-        return Reason(kind="brand", text="the post names its brand: " + ", ".join(sorted(set(named))[:3]),
-                      post_terms=sorted(set(named))[:3])
+        terms = sorted(set(named))[:3]
+        return Reason(
+            kind="brand", text=", ".join(terms) + " names this product's brand or line", post_terms=terms
+        )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from consumer.candidates import Candidates
-from consumer.scorers.base import SCORERS, MatchState, QueryBatch, Scorer
 from consumer.index.base import VectorIndex
+from consumer.scorers.base import SCORERS, MatchState, QueryBatch, Scorer
 from schemas.events import Reason
 
 

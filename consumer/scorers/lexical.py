@@ -43,5 +43,9 @@ class BM25Scorer(Scorer):
         if not post_terms:
             return None
         pairs = [p if p == q else f"{p}~{q}" for p, q in zip(post_terms, product_terms, strict=True)]
-        return Reason(kind="words", text="post and product share " + ", ".join(pairs),
-                      post_terms=post_terms, product_terms=product_terms)
+        return Reason(
+            kind="words",
+            text="post and product share " + ", ".join(pairs),
+            post_terms=post_terms,
+            product_terms=product_terms,
+        )

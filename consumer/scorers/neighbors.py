@@ -54,8 +54,9 @@ class HandleVectors:
 class NeighborsScorer(Scorer):
     name = "neighbors"
 
-    def __init__(self, similarity: str = "dense", neighbors: int = 20, power: float = 4.0,
-                 **params: Any) -> None:
+    def __init__(
+        self, similarity: str = "dense", neighbors: int = 20, power: float = 4.0, **params: Any
+    ) -> None:
         if similarity not in SIMILARITIES:
             raise ValueError(f"unknown similarity {similarity!r}; valid: {', '.join(SIMILARITIES)}")
         super().__init__(similarity=similarity, neighbors=neighbors, power=power, **params)
@@ -96,13 +97,17 @@ class NeighborsScorer(Scorer):
         if query >= len(self._last_top):
             return None
         rows = self._state.history_rows
-        voters = [int(i) for i, s in zip(self._last_top[query], self._last_sims[query], strict=True)
-                  if s > 0 and row in rows[int(i)]]
+        voters = [
+            int(i)
+            for i, s in zip(self._last_top[query], self._last_sims[query], strict=True)
+            if s > 0 and row in rows[int(i)]
+        ]
         if not voters:
             return None
         example = self._state.history[voters[0]].post
         snippet = " ".join(example.caption.split())[:60] or " ".join(example.hashtags[:4])
         by = {"dense": "meaning", "bm25": "words", "handles": "hashtags"}[self.params["similarity"]]
         posts = "post" if len(voters) == 1 else "posts"
-        return Reason(kind="similar_posts",
-                      text=f"tagged on {len(voters)} past {posts} alike in {by}, e.g. “{snippet}”")
+        return Reason(
+            kind="similar_posts", text=f"tagged on {len(voters)} past {posts} alike in {by}, e.g. “{snippet}”"
+        )

@@ -24,8 +24,14 @@ from schemas.events import Reason
 class ProfileScorer(Scorer):
     name = "profile"
 
-    def __init__(self, similarity: str = "bm25", product_weight: float = 4.0, k1: float = 1.2,
-                 b: float = 0.75, **params: Any) -> None:
+    def __init__(
+        self,
+        similarity: str = "bm25",
+        product_weight: float = 4.0,
+        k1: float = 1.2,
+        b: float = 0.75,
+        **params: Any,
+    ) -> None:
         if similarity not in ("bm25", "dense"):
             raise ValueError(f"unknown similarity {similarity!r}; valid: bm25, dense")
         super().__init__(similarity=similarity, product_weight=product_weight, k1=k1, b=b, **params)
@@ -63,5 +69,7 @@ class ProfileScorer(Scorer):
         if times == 0:
             return None
         how = "in words" if self.params["similarity"] == "bm25" else "in meaning"
-        return Reason(kind="similar_posts",
-                      text=f"post is like the {times} past post{'s' if times > 1 else ''} that tagged it ({how})")
+        return Reason(
+            kind="similar_posts",
+            text=f"post is like the {times} past post{'s' if times > 1 else ''} that tagged it ({how})",
+        )
