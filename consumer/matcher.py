@@ -346,9 +346,21 @@ class Engine:
         (path / "manifest.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path, catalog: Catalog, threads: int = 1, cache_dir: Path | None = None) -> Engine:
-        """Load a model folder against a catalog (from a file, a snapshot or the topic)."""
+    def load(
+        cls,
+        path: Path,
+        catalog: Catalog,
+        threads: int = 1,
+        cache_dir: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> Engine:
+        """Load a model folder against a catalog (from a file, a snapshot or the topic).
+
+        ``overrides`` replaces fields of the saved config that belong to the deployment,
+        not the model (e.g. ``index``, ``index_threshold``, ``brand_filter``)."""
         config = EngineConfig.model_validate_json((path / "engine.json").read_text(encoding="utf-8"))
+        if overrides:
+            config = config.model_copy(update=overrides)
         encoder = load_encoder(path / "encoder", threads=threads)
         cache = EmbeddingCache(encoder, cache_dir or path / "cache")
         history_path = path / "history.jsonl"

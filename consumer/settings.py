@@ -50,4 +50,7 @@ class Settings(BaseSettings):
 
     index: str = "auto"  # "exact", "hnsw" or "auto" (HNSW past index_threshold rows)
     index_threshold: int = Field(default=200_000, ge=1)
+    # True: a pebble with brand_ids is answered only with those brands' products; False: the
+    # brand scorer boosts them.
+    brand_filter: bool = False
     client_config: dict[str, str | int | float | bool] = Field(default_factory=dict)

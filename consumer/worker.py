@@ -194,7 +194,10 @@ def open_engine(model_dir: Path, catalog: Catalog, settings: Settings) -> Engine
     """A model folder against a catalog. Vectors come from the folder's own cache when it has
     one (trained models ship the catalog's vectors), else from ``settings.cache_dir``."""
     cache_dir = model_dir / "cache" if (model_dir / "cache").is_dir() else settings.cache_dir
-    engine = Engine.load(model_dir, catalog, threads=settings.threads, cache_dir=cache_dir)
+    deployment = {"index": settings.index, "index_threshold": settings.index_threshold,
+                  "brand_filter": settings.brand_filter}
+    engine = Engine.load(model_dir, catalog, threads=settings.threads, cache_dir=cache_dir,
+                         overrides=deployment)
     try:
         engine.cache.save()  # the next start encodes only new or changed products
     except OSError as exc:  # a read-only model volume is fine; the cache is an optimisation

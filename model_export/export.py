@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,9 @@ def export_onnx(model: Any, out_dir: Path, version: str, max_length: int = 128) 
         def forward(self, *inputs: Any) -> Any:
             return self.inner(**dict(zip(names, inputs, strict=True))).last_hidden_state
 
-    with torch.no_grad():
+    # The tracer warns about Python-level branches on shapes; parity() checks the result.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             _Wrapper(transformer),
             tuple(sample[n] for n in names),

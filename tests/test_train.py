@@ -77,3 +77,22 @@ def test_trained_model_reloads_and_ranks_like_evaluation(trained: Path, demo_fil
     assert engine.version == "demo-model"
     # Validation posts are not in the model's memory.
     assert not {i.post.id for i in engine.history} & {p.id for p in posts}
+
+
+@pytest.mark.slow
+def test_fine_tune_on_demo_data_exports_a_matching_onnx_encoder(
+    demo_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """The real path: fine-tune MiniLM a few steps, export to ONNX, parity-check, blend, save."""
+    options = TrainOptions(epochs=1, batch_size=8, validation=0.25, tune=0.3, max_minutes=3, ablation=False)
+    model = train(demo_files["products"], demo_files["posts"], demo_files["tags"], tmp_path / "ft", options)
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["fine_tune"]["steps"] >= 1
+    assert manifest["parity"]["top10_overlap"] >= 0.99
+    assert manifest["parity"]["min_cosine"] > 0.999
+    config = json.loads((model / "encoder" / "encoder.json").read_text())
+    assert config["kind"] == "onnx" and (model / "encoder" / "model.onnx").exists()
+    catalog, _ = Catalog.from_file(demo_files["products"])
+    engine = Engine.load(model, catalog)
+    assert engine.encoder.version == config["version"]
+    assert engine.suggest("glow serum for summer", k=3)
