@@ -122,25 +122,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from model_export.evaluation import evaluate_command
+    from model_export.evaluation import format_table
+    from model_export.pipeline import run_evaluation
 
-    report = evaluate_command(
+    report = run_evaluation(
         model=args.model,
         products=args.products,
         posts=args.posts,
         tags=args.tags,
         seed=args.seed,
         validation=args.validation,
-        baselines=not args.no_baselines,
+        with_baselines=not args.no_baselines,
         html=args.report,
         threads=args.threads or 1,
     )
-    if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
-    else:
-        from model_export.evaluation import format_table
-
-        print(format_table(report))
+    print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_table(report))
     return 0
 
 

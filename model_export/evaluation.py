@@ -1,8 +1,8 @@
 """Offline evaluation: rank the published catalog for held-out posts, score the rankings.
 
 Metrics are binary-relevance IR metrics (checked against hand-worked values in
-tests/test_evaluation.py). ``evaluate_command`` runs the engine through the same path as
-the worker (ONNX encoder, catalog index, scorers, fusion) and the baselines beside it.
+tests/test_evaluation.py). ``model_export.pipeline.run_evaluation`` runs the engine through
+the worker's own path (ONNX encoder, catalog index, scorers, fusion) and the baselines.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -117,29 +116,3 @@ def format_table(report: dict[str, Any]) -> str:
         cells = [f"{metrics[c]:.3f}" if c in metrics else "" for c in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def evaluate_command(
-    model: Path | None,
-    products: Path,
-    posts: Path,
-    tags: Path,
-    seed: int = 42,
-    validation: float = 0.2,
-    baselines: bool = True,
-    html: Path | None = None,
-    threads: int = 1,
-) -> dict[str, Any]:
-    from model_export.pipeline import run_evaluation
-
-    return run_evaluation(
-        model=model,
-        products=products,
-        posts=posts,
-        tags=tags,
-        seed=seed,
-        validation=validation,
-        with_baselines=baselines,
-        html=html,
-        threads=threads,
-    )
