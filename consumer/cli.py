@@ -143,7 +143,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from model_export.benchmark import run_benchmark
 
-    return run_benchmark(args.out, quick=args.quick, sizes=args.sizes)
+    return run_benchmark(args.out, quick=args.quick, sizes=args.sizes, model=args.bench_model,
+                         sections=args.sections)
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
@@ -229,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     p.add_argument("--sizes", type=int, nargs="*", default=None)
+    p.add_argument("--model", dest="bench_model", type=Path, default=None,
+                   help="model folder (default: models/hypd if trained, else the base model)")
+    p.add_argument("--sections", nargs="*", default=None,
+                   choices=["inprocess", "broker", "recipe", "encoding", "scaling"],
+                   help="run only these sections (default: all)")
     p.set_defaults(func=cmd_bench)
 
     dlq = sub.add_parser("dlq", help="dead-letter topic tools").add_subparsers(dest="dlq", required=True)

@@ -27,7 +27,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -70,6 +71,12 @@ T = TypeVar("T")
 HOUSEKEEPING_S = 5.0  # lag gauge and broker probe; per event would cost a round trip each
 PROBE_TIMEOUT_S = 2.0
 OP_TIMEOUT_S = 5.0  # one broker call; a timeout is retried (and marks the worker unready)
+# A broker call still blocked after this long marks the worker unready from a watchdog
+# thread: librdkafka does not always honour a call's timeout (send_offsets_to_transaction
+# blocked 28 s with timeout 5 s while tansu was paused), and the loop cannot report while
+# it is blocked.
+STALL_S = OP_TIMEOUT_S
+ABORT_ATTEMPTS = 3  # then the producer is replaced (see _abort_or_replace)
 SHUTDOWN_GRACE_S = 10.0  # after SIGTERM, how long to keep retrying an unreachable broker
 IDLE_WAIT_S = 0.2  # poll wait when idle: wakes on the first message, bounds stop latency
 SIDE_BATCH = 500
@@ -258,6 +265,9 @@ class Worker:
         self._assigned: set[int] = set()
         self._broker_suspect = False
         self._fatal: KafkaError | None = None
+        # The blocking broker call in progress (what, since), read by the stall watchdog.
+        self._in_flight: tuple[str, float] | None = None
+        self._stalled = False
         self._next_housekeeping = 0.0
         self._txn_failures = 0
         # Dead letters from the side topics: sent with the next commit.
@@ -353,6 +363,28 @@ class Worker:
             log.info("broker reachable")
         self.metrics.set_health(broker=True, detail="")
 
+    @contextmanager
+    def _broker_call(self, what: str, answer_means_up: bool = True) -> Iterator[None]:
+        """Marks a blocking broker call for the stall watchdog; if the watchdog reported it
+        stalled and it then succeeds (and ``answer_means_up``), the broker answers again."""
+        self._in_flight = (what, time.monotonic())
+        try:
+            yield
+        finally:
+            self._in_flight = None
+            stalled, self._stalled = self._stalled, False
+        if stalled and answer_means_up:  # reached on success only
+            self._broker_up()
+
+    def _watch_stalls(self, done: threading.Event) -> None:
+        """Watchdog thread: report the broker down while a call has been blocked > STALL_S."""
+        while not done.wait(0.5):
+            call = self._in_flight
+            if call is not None and not self._stalled and time.monotonic() - call[1] > STALL_S:
+                self._stalled = True
+                self._broker_suspect = True  # the loop re-probes as soon as it is free
+                self._broker_down(f"{call[0]}: no answer for {time.monotonic() - call[1]:.0f} s")
+
     # -- the loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
         """Process batches until ``stop`` (or ``request_stop()``) is set; then finish the
@@ -360,6 +392,10 @@ class Worker:
         if stop is not None:
             self._stop = stop
         stop = self._stop
+        watchdog_done = threading.Event()
+        watchdog = threading.Thread(target=self._watch_stalls, args=(watchdog_done,),
+                                    name="keyblend-stall-watchdog", daemon=True)
+        watchdog.start()
         try:
             self._start()
             while not stop.is_set():
@@ -381,6 +417,7 @@ class Worker:
             log.warning("stopping with the broker unreachable: the last batch was not committed "
                         "and will be processed again by the group")
         finally:
+            watchdog_done.set()
             self._close()
 
     def request_stop(self) -> None:
@@ -388,10 +425,7 @@ class Worker:
 
     def _start(self) -> None:
         self._admin = AdminClient(self._configure({}, "producer"))  # admin is producer-type
-        self._producer = Producer(self.producer_config())
-        if self.transactional:
-            producer = self._producer
-            self._retry("init transactions", lambda: producer.init_transactions(OP_TIMEOUT_S))
+        self._new_producer()
         self._side = Consumer(self.side_config())
         self._assign_side()
         # Follow the catalog before joining the group: the first pebble sees the whole catalog.
@@ -404,6 +438,30 @@ class Worker:
         log.info("worker %s: group %s, %s, model %s, %d products", self.worker_id,
                  self.settings.group, self.settings.delivery, self.engine.version,
                  len(self.engine.catalog))
+
+    def _new_producer(self, reason: str = "") -> None:
+        """Create the producer (and init its transactions), replacing a wedged one.
+
+        Why replace: after a message times out (an outage longer than message.timeout.ms,
+        which transaction.timeout.ms caps) librdkafka must bump the producer epoch (KIP-360);
+        tansu refuses, and the producer is wedged for good without a fatal error: an
+        idempotent one fails every later delivery with PRODUCER_FENCED, a transactional one
+        times out every abort_transaction. A new instance gets a new producer id (idempotent)
+        or, with the same transactional.id, fences the old epoch and aborts its open
+        transaction in init_transactions. On Kafka proper this is merely unnecessary."""
+        old, self._producer = self._producer, None
+        if old is not None:
+            log.warning("new producer%s (%s)",
+                        " with the same transactional.id" if self.transactional else "", reason)
+            try:  # nothing in it is wanted any more: the batch is redone on the new producer
+                old.purge(in_queue=True, in_flight=True, blocking=False)
+            except (KafkaException, NotImplementedError, RuntimeError) as exc:
+                log.info("purging the old producer: %s", exc)
+            del old  # the caller's batch-local reference goes with its frame
+        producer = Producer(self.producer_config())
+        if self.transactional:
+            self._retry("init transactions", lambda: producer.init_transactions(OP_TIMEOUT_S))
+        self._producer = producer
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -628,11 +686,34 @@ class Worker:
             self._txn_failures += 1
             self.metrics.retries.inc()
             log.warning("transaction failed (%s); aborting and re-reading the batch", err)
-            self._retry("abort transaction", lambda: producer.abort_transaction(OP_TIMEOUT_S))
+            self._abort_or_replace(producer)
             self._rewind(messages)
             self._sleep(backoff_s(self._txn_failures, self.settings.retry_backoff_ms,
                                   self.settings.max_backoff_ms))
             return False
+
+    def _abort_or_replace(self, producer: Producer) -> None:
+        """Abort the open transaction, a few tries; if it will not abort, replace the producer
+        (the new instance's init_transactions aborts it). Retrying the abort for as long as
+        the broker is away (as before) never ended on tansu after a message timeout: every
+        abort_transaction timed out, for good."""
+        for attempt in range(1, ABORT_ATTEMPTS + 1):
+            try:
+                with self._broker_call("abort transaction"):
+                    producer.abort_transaction(OP_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                err = _kafka_error(exc)
+                if err is None or err.fatal():  # e.g. fenced by a newer instance: do not
+                    # fence it back with a new producer; exit, the group redoes the batch
+                    raise FatalWorkerError(f"abort transaction: {exc}") from exc
+                self.metrics.retries.inc()
+                self._broker_down(f"abort transaction: {err}")
+                self._check_give_up()
+                if attempt < ABORT_ATTEMPTS:
+                    self._sleep(backoff_s(attempt, self.settings.retry_backoff_ms,
+                                          self.settings.max_backoff_ms))
+        self._new_producer("the failed transaction could not be aborted")
 
     def _deliver_acked(self, items: list[Outgoing], offsets: list[TopicPartition]) -> bool:
         producer = self._producer
@@ -648,10 +729,12 @@ class Worker:
                     failed.append(item)
 
             self._produce_all(pending, note)
-            while len(producer) > 0:  # wait for every acknowledgement (or final failure)
-                producer.flush(0.5)
-                self.metrics.beat()
-                self._check_give_up()
+            # Not "up" when this returns: deliveries also end by timing out locally.
+            with self._broker_call("acknowledgements", answer_means_up=False):
+                while len(producer) > 0:  # wait for every acknowledgement (or final failure)
+                    producer.flush(0.5)
+                    self.metrics.beat()
+                    self._check_give_up()
             if failed:  # librdkafka already retried until message.timeout.ms: the broker is away
                 attempt += 1
                 self.metrics.retries.inc()
@@ -659,6 +742,11 @@ class Worker:
                 self._sleep(backoff_s(attempt, self.settings.retry_backoff_ms,
                                       self.settings.max_backoff_ms))
                 self._check_give_up()
+                # A timed-out message wedges an idempotent producer on tansu (every later
+                # delivery: PRODUCER_FENCED): send the retries through a fresh one.
+                self._new_producer(f"{len(failed)} deliveries failed")
+                producer = self._producer
+                assert producer is not None
             pending = failed
         if offsets:
             try:
@@ -695,7 +783,8 @@ class Worker:
         attempt = 0
         while True:
             try:
-                result = call()
+                with self._broker_call(what):
+                    result = call()
             except KafkaException as exc:
                 err = _kafka_error(exc)
                 if not _is_transient(err):

@@ -21,7 +21,8 @@ def _clustered(n: int, seed: int, clusters: int = 40, noise: float = 0.35) -> np
     centres = np.random.default_rng(12345).normal(size=(clusters, DIM)).astype(np.float32)
     rng = np.random.default_rng(seed)
     v = centres[rng.integers(0, clusters, n)] + noise * rng.normal(size=(n, DIM)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    out: np.ndarray = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,8 @@ def test_default_exact_path_for_selective_filters_is_exactly_right(
     allowed[::10] = True  # 200 rows: below exact_below
     got = index.search(queries, 10, allowed)
     truth = _exact(vectors).search(queries, 10, allowed)
-    np.testing.assert_array_equal(got.rows, truth.rows)
+    np.testing.assert_allclose(got.scores, truth.scores, atol=1e-5)  # exact, up to rounding
+    assert _recall(got.rows, truth.rows) >= 0.995  # only exact ties may swap
 
 
 def test_replace_retires_the_old_vector_and_compact_keeps_answers(
