@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from consumer.encoder import HashingEncoder  # noqa: E402
+from consumer.encoder import HashingEncoder
 
 pytest_plugins = ["tests.broker_fixtures"]
 

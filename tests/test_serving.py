@@ -41,15 +41,20 @@ def test_worker_publishes_the_top_10_evaluate_ranks(
     catalog, _ = Catalog.from_file(products)
     expected = Engine.load(model, catalog).rank_ids(held_out, 10)  # evaluate's path, in one batch
 
-    settings = worker_settings(broker, topics, model_dir=model, catalog_path=products, top_k=10,
-                               batch_size=3)
+    settings = worker_settings(broker, topics, model_dir=model, catalog_path=products, top_k=10, batch_size=3)
     engine = load_engine(settings)
     assert engine.version == "demo-served"
     with running(settings, engine) as run:
-        produce_events(broker.bootstrap, settings.topics.pebbles, [p.model_dump(mode="json") for p in held_out])
-        records = consume_all(broker.bootstrap, settings.topics.suggestions, len(held_out), timeout=30, settle=0.5)
+        produce_events(
+            broker.bootstrap, settings.topics.pebbles, [p.model_dump(mode="json") for p in held_out]
+        )
+        records = consume_all(
+            broker.bootstrap, settings.topics.suggestions, len(held_out), timeout=30, settle=0.5
+        )
         run.stop()
-    answers = {a.pebble_id: [s.product_id for s in a.suggestions] for a in suggestions_of([r.value for r in records])}
+    answers = {
+        a.pebble_id: [s.product_id for s in a.suggestions] for a in suggestions_of([r.value for r in records])
+    }
     assert len(answers) == len(held_out)
     for post, ranking in zip(held_out, expected, strict=True):
         # Products the post already tags are excluded in both paths.

@@ -37,11 +37,14 @@ def trained(demo_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     return train(demo_files["products"], demo_files["posts"], demo_files["tags"], out, options)
 
 
+def ids(history: History) -> list[str]:
+    return [item.post.id for item in history]
+
+
 def test_split_is_deterministic_and_disjoint(demo_files: dict[str, Path]) -> None:
     a = load_dataset(demo_files["products"], demo_files["posts"], demo_files["tags"], seed=7, validation=0.25)
     b = load_dataset(demo_files["products"], demo_files["posts"], demo_files["tags"], seed=7, validation=0.25)
     c = load_dataset(demo_files["products"], demo_files["posts"], demo_files["tags"], seed=8, validation=0.25)
-    ids = lambda h: [i.post.id for i in h]  # noqa: E731
     assert ids(a.validation) == ids(b.validation)
     assert ids(a.validation) != ids(c.validation)
     assert not set(ids(a.train)) & set(ids(a.validation))
