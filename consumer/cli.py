@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--validation", type=float, default=0.2)
-    p.add_argument("--max-minutes", type=float, default=25.0)
+    p.add_argument("--max-minutes", type=float, default=18.0, help="fine-tuning wall-clock budget")
     p.add_argument("--no-fine-tune", action="store_true", help="keep the base encoder")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.set_defaults(func=cmd_train)

@@ -36,7 +36,7 @@ class FineTuneOptions:
     patience: int = 3
     seed: int = 42
     hard_negatives: bool = True
-    max_minutes: float = 20.0
+    max_minutes: float = 18.0
     resume: bool = False
     eval_corpus: int = 3000  # products the early-stopping evaluator ranks (all tagged + random)
 

@@ -188,3 +188,12 @@ def test_empty_and_fully_masked_searches() -> None:
     assert (index.search(_clustered(2, 10), 5, np.zeros(100, dtype=bool)).rows == -1).all()
     short = index.search(_clustered(2, 10), 5, np.ones(3, dtype=bool))  # short mask: rest not allowed
     assert set(short.rows[0][short.rows[0] >= 0].tolist()) == {0, 1, 2}
+
+
+def test_a_row_given_twice_in_one_upsert_keeps_its_last_vector() -> None:
+    vectors = _clustered(3, 11)
+    index = HnswIndex(DIM, **GRAPH)
+    index.upsert(np.array([1, 2, 1]), vectors)
+    assert len(index) == 2 and index.retired == 0
+    assert index.search(vectors[[2]], 1).rows[0, 0] == 1
+    assert index.search(vectors[[1]], 1).rows[0, 0] == 2

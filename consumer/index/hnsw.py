@@ -5,15 +5,16 @@ row adds a new slot and retires the old one, and a remove retires the slot. Reti
 stay in the graph as stepping stones (they keep it connected) but are never returned: every
 search that could meet one passes an ``IDSelectorBitmap`` of live-and-allowed slots, so the
 ``allowed`` mask is honoured inside the graph walk, not by filtering afterwards. When few
-rows are allowed, the walk would end before it met k of them, so the index answers those
-searches exactly over the allowed rows instead (and re-answers exactly any query the graph
-left short). ``compact()`` rebuilds the graph without retired slots.
+rows are allowed, the index answers exactly over just those rows (cheaper than a widened
+walk, and never wrong), and re-answers exactly any query the walk left short of k.
+``compact()`` rebuilds the graph without retired slots (automatic past ``compact_ratio``).
 
 Parameters were chosen by measurement on synthetic catalogs made from real product
 embeddings (all-MiniLM-L6-v2 over the HYPD catalog: each synthetic product is a random
-convex mix of 2-3 real products, mostly near neighbours, plus N(0, 0.015) noise,
-renormalised), queried with real HYPD post embeddings; recall@10 against exact search,
-one search thread, 2-core machine shared with other jobs (see model_export/benchmark.py):
+convex mix of 2-3 real products, mostly near neighbours, plus N(0, 0.015²) noise,
+renormalised), queried with real HYPD post embeddings; recall@10 against exact search, one
+search thread, on a 2-core machine shared with other jobs (absolute times are inflated by
+2-4×; see model_export/benchmark.py and bench-results/bench.md for a full run):
 
 =========  ==  ====  ========  ========  ==========  ============
 rows       M   efC   storage   efSearch  recall@10   ms per query
@@ -24,13 +25,25 @@ rows       M   efC   storage   efSearch  recall@10   ms per query
 100k       32  100   fp16      256       0.982       0.44
 100k       32  100   fp16      512       0.990       1.09
 100k       32  100   SQ8       512       0.975       1.50
+1M         32  100   fp16      512       0.949-0.954  2.3
+1M         32  100   fp16      1024      0.973       4.2
+1M         32  100   fp16      1536      0.980       6.4
+1M         32  100   fp16      2048      0.985       9.9
 =========  ==  ====  ========  ========  ==========  ============
 
 Post→product similarities are low and tightly packed (top-10 cosine ≈ 0.54, gap between
 the 10th and 11th ≈ 0.004), so recall@10 needs a wide search; M=32 buys more recall per
 millisecond than a larger efSearch on M=16. fp16 storage loses nothing measurable against
-fp32 and halves the vectors (1M × 384: 0.77 GB instead of 1.54 GB); SQ8 loses recall that
-only an fp32/fp16 re-rank would win back. See ``DEFAULTS`` for the values at 1M.
+fp32 and halves the vectors (1M × 384: 0.77 GB instead of 1.54 GB; the whole 1M index is
+1.0 GB); SQ8 loses recall that only a re-rank from fp16/fp32 copies would win back. The 1M
+build took 11-12 min on 2 threads (efC=100) under load; save()/load() avoid rebuilding.
+
+Filters (100k, queries as above, allowed fraction → ms per query, recall@10): widening
+efSearch by n/allowed cost 4× at 20% (10.9 ms) and 25 ms at 10%; by sqrt(n/allowed) it kept
+recall ≥ 0.98 (0.99 → 0.66 ms 0.983; 0.5 → 0.92 ms 0.992; 0.2 → 1.5 ms 0.993; 0.1 → 2.0 ms
+0.993; 0.05 → 2.9 ms 0.993), while exact search over only the allowed rows cost 0.04 ms at
+1%, 0.17 ms at 2%, 0.36 ms at 5%, 0.75 ms at 10% (recall 1.0): hence ``exact_below`` and
+``min_fraction``.
 """
 
 from __future__ import annotations
@@ -59,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     # matrix product costs less than a filtered graph walk and is never wrong.
     "exact_below": 20_000,
     # Below this allowed fraction the graph walk is abandoned for exact search too.
-    "min_fraction": 0.02,
+    "min_fraction": 0.05,
     "threads": 1,  # search threads: one worker process per core is the deployment unit
     "build_threads": 0,  # 0: every core this process may use (builds are startup work)
     "compact_ratio": 1.0,  # rebuild when retired slots exceed this × live rows
@@ -163,10 +176,10 @@ class HnswIndex(VectorIndex):
         if rows.size == 0:
             return
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(rows), self.dim)
-        # A row given twice keeps its last vector.
-        _, first = np.unique(rows[::-1], return_index=True)
-        keep = len(rows) - 1 - first
-        rows, vectors = rows[keep], vectors[keep]
+        unique, first = np.unique(rows[::-1], return_index=True)
+        if len(unique) < len(rows):  # a row given twice keeps its last vector
+            keep = np.sort(len(rows) - 1 - first)
+            rows, vectors = rows[keep], vectors[keep]
         self._row_slot = self._grown(self._row_slot, int(rows.max()) + 1)
         old = self._row_slot[rows]
         retired = old[old >= 0]
