@@ -42,6 +42,10 @@ class Encoder(ABC):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32, each row of unit length."""
 
+    def cache_key(self) -> str:
+        """What cached vectors are keyed by: anything that changes the vectors belongs here."""
+        return self.version
+
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -108,6 +112,9 @@ class OnnxEncoder(Encoder):
         self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
 
+    def cache_key(self) -> str:
+        return f"{self.version}-len{self.max_length}"  # truncation changes the vectors
+
     def _run(self, encodings: Sequence[Any]) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), width), dtype=np.int64)
@@ -168,7 +175,7 @@ class EmbeddingCache:
 
     def __init__(self, encoder: Encoder, directory: Path | None = None) -> None:
         self.encoder = encoder
-        self.path = None if directory is None else directory / f"{_safe(encoder.version)}.npz"
+        self.path = None if directory is None else directory / f"{_safe(encoder.cache_key())}.npz"
         self._rows: dict[bytes, int] = {}
         self._vectors = np.zeros((0, encoder.dim), dtype=np.float32)
         self.hits = 0
@@ -200,7 +207,7 @@ class EmbeddingCache:
     def copy_of(cls, other: EmbeddingCache, directory: Path) -> EmbeddingCache:
         """The same vectors, to be saved elsewhere (e.g. into a model folder)."""
         copy = cls(other.encoder)
-        copy.path = directory / f"{_safe(other.encoder.version)}.npz"
+        copy.path = directory / f"{_safe(other.encoder.cache_key())}.npz"
         copy._rows, copy._vectors = dict(other._rows), other._vectors
         return copy
 
@@ -212,12 +219,12 @@ class EmbeddingCache:
         order = np.fromiter(self._rows.values(), dtype=np.int64, count=len(self._rows))
         # A private temp name: two workers starting on one folder never write the same file.
         tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
-        np.savez(tmp, keys=keys, vectors=self._vectors[order], version=np.array(self.encoder.version))
+        np.savez(tmp, keys=keys, vectors=self._vectors[order], version=np.array(self.encoder.cache_key()))
         tmp.replace(self.path)  # atomic: a crash never leaves half a cache
 
     def _load(self, path: Path) -> None:
         with np.load(path) as data:
-            if str(data["version"]) != self.encoder.version:
+            if str(data["version"]) != self.encoder.cache_key():
                 return
             self._vectors = np.ascontiguousarray(data["vectors"], dtype=np.float32)
             self._rows = {bytes(k): i for i, k in enumerate(data["keys"])}

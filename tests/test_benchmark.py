@@ -41,7 +41,7 @@ def test_verdicts_and_markdown_from_a_partial_report() -> None:
     }
     rows = {r["target"]: r for r in verdicts(report)}
     assert rows["pebbles/s through the broker (2 cores)"]["met"] is True
-    assert rows["single pebble p50, idle"]["met"] is False
+    assert rows["single pebble p50, idle (default, batch 64)"]["met"] is False
     assert rows["× faster than the original recipe (per request)"]["value"] == 4800.0
     text = render_markdown(report)
-    assert "**no**" in text and "boom" in text and "| 64 | 160.0 |" in text
+    assert "**no**" in text and "boom" in text and "| default | 64 | 160.0 |" in text

@@ -29,7 +29,7 @@ class BrandScorer(Scorer):
         self, max_products: int = 300, min_length: int = 4, memory: bool = True, **params: Any
     ) -> None:
         super().__init__(max_products=max_products, min_length=min_length, memory=memory, **params)
-        self._last: dict[tuple[int, int], list[str]] = {}
+        self._last: list[list[tuple[str, str, frozenset[int]]]] = []
 
     def fit(self, state: MatchState) -> None:
         catalog = state.catalog
@@ -78,30 +78,32 @@ class BrandScorer(Scorer):
 
     def score(self, batch: QueryBatch, k: int, allowed: np.ndarray) -> Candidates:
         scores = np.zeros((len(batch), self._n_rows), dtype=np.float32)
-        self._last = {}
+        # Per post, what matched which rows: explain() looks rows up here instead of the
+        # scorer writing one entry per matched row (a brand can hold thousands).
+        self._last = [[] for _ in range(len(batch))]
         for q, (pebble, handles) in enumerate(zip(batch.pebbles, batch.handles, strict=True)):
             for brand_id in pebble.brand_ids:
                 rows = self._by_brand.get(brand_id)
                 if rows:
                     scores[q, rows] += math.log(max(self._n_rows, 2) / len(rows)) + 1.0
-                    for r in rows:
-                        self._last.setdefault((q, r), []).append(f"brand id {brand_id}")
+                    self._last[q].append((f"brand id {brand_id}", "is the post's brand", frozenset(rows)))
             for handle in handles:
                 match = self._text_match(handle)
                 if match is not None:
                     scores[q, match[0]] += match[1]
-                    for r in match[0].tolist():
-                        self._last.setdefault((q, r), []).append(f"#{handle}")
+                    self._last[q].append((f"#{handle}", "is in the product's name, brand or keywords",
+                                          frozenset(match[0].tolist())))
                 remembered = self._memory.get(handle)
                 if remembered is not None:
                     scores[q, remembered[0]] += remembered[1]
         return top_candidates(scores, k, allowed)
 
     def explain(self, batch: QueryBatch, query: int, row: int, score: float) -> Reason | None:
-        named = self._last.get((query, row))
-        if not named:
+        if query >= len(self._last):
             return None
-        terms = sorted(set(named))[:3]
-        return Reason(
-            kind="brand", text=", ".join(terms) + " names this product's brand or line", post_terms=terms
-        )
+        matched = [(term, how) for term, how, rows in self._last[query] if row in rows][:3]
+        if not matched:
+            return None
+        how = matched[0][1]
+        terms = [term for term, _ in matched]
+        return Reason(kind="brand", text=f"{', '.join(terms)} {how}", post_terms=terms)
