@@ -99,9 +99,11 @@ class OnnxEncoder(Encoder):
         self.tokenizer.no_padding()
         options = ort.SessionOptions()
         # One worker process per core is the deployment unit: threads are set, not guessed.
-        # On 2 cores, 2 processes × 1 thread ran Engine.suggest_batch at 38.8 pebbles/s vs
-        # 20.2 for 1 process × 2 threads and 22.3 for 1 × 1 (a loaded machine; a second
-        # intra-op thread also lowered texts per CPU-second by ~30%: it spins while waiting).
+        # On 2 cores (keyblend bench, trained HYPD engine, batch 64), 2 processes × 1 thread
+        # ran Engine.suggest_batch at 161 pebbles/s, 1 process × 2 threads at 111, 1 × 1 at
+        # 111 (on a loaded machine 39 / 20 / 22: a second intra-op thread spins while it
+        # waits). A lone bulk job on an idle machine does gain from 2 threads: cold catalog
+        # encoding ran at 269 products/s vs 169 with 1 thread.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

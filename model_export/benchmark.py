@@ -218,7 +218,7 @@ def _inproc_child(model_dir: str, cache_dir: str, limit: int | None, start: int,
 
 
 def inprocess(plan: Plan, model_dir: Path, cache_dir: Path, limit: int | None,
-              say: Progress) -> dict[str, Any]:
+              say: Progress, base_dir: Path | None = None) -> dict[str, Any]:
     catalog = hypd_catalog(limit)
     pebbles = hypd_pebbles()[: plan.inproc_pebbles]
     out: dict[str, Any] = {"one_process_1_thread": {}, "catalog_products": len(catalog)}
@@ -232,6 +232,13 @@ def inprocess(plan: Plan, model_dir: Path, cache_dir: Path, limit: int | None,
         "encode": round(float(np.mean([s.encode_ms for s in sample])), 3),
         "match_fuse_explain": round(float(np.mean([s.match_ms for s in sample])), 3)}
     del engine
+    if base_dir is not None and base_dir.resolve() != model_dir.resolve():
+        engine = load_engine(base_dir, catalog, cache_dir, threads=1)
+        out["base_model_1_thread"] = r = _suggest_rate(engine, pebbles, QUERY_BATCH)
+        out["base_model_scorers"] = list(engine.scorers)
+        say(f"in-process, the base model ({len(engine.scorers)} scorers), batch 64: "
+            f"{r['pebbles_per_s']} pebbles/s")
+        del engine
     engine = load_engine(model_dir, catalog, cache_dir, threads=2)
     out["one_process_2_threads"] = r = _suggest_rate(engine, pebbles, QUERY_BATCH)
     say(f"in-process 1 process × 2 threads, batch 64: {r['pebbles_per_s']} pebbles/s")
@@ -818,7 +825,7 @@ def run_benchmark(out: Path, quick: bool = False, sizes: list[int] | None = None
     report["engine"]["sample"] = [[r.name for r in s.recommendations[:3]] for s in sample]
     del engine
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        ("inprocess", lambda: inprocess(plan, model_dir, embed_cache, limit, say)),
+        ("inprocess", lambda: inprocess(plan, model_dir, embed_cache, limit, say, base_dir)),
         ("broker", lambda: through_broker(plan, model_dir, embed_cache, limit, say)),
         ("recipe", lambda: original_recipe(plan, hypd_catalog(), pebbles[0].caption, say)),
         ("encoding", lambda: catalog_encoding(plan, model_dir / "encoder", catalog, model_dir,
@@ -943,7 +950,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "| setup | batch | pebbles/s |", "|---|---|---|"]
         for batch, r in inproc["one_process_1_thread"].items():
             lines.append(f"| 1 process × 1 thread | {batch} | {r['pebbles_per_s']} |")
-        for key, label in (("one_process_2_threads", "1 process × 2 threads"),
+        for key, label in (("base_model_1_thread", "base model, 1 process × 1 thread"),
+                           ("one_process_2_threads", "1 process × 2 threads"),
                            ("two_processes_1_thread", "2 processes × 1 thread")):
             if key in inproc:
                 lines.append(f"| {label} | {inproc[key]['batch']} | {inproc[key]['pebbles_per_s']} |")

@@ -126,9 +126,9 @@ def test_exact_scores_are_inner_products_by_hand() -> None:
     s = np.sqrt(0.5)
     index.upsert(np.array([0, 1, 2]), np.array([[1, 0], [0, 1], [s, s]], dtype=np.float32))
     got = index.search(np.array([[1.0, 0.0]], dtype=np.float32), k=3)
-    # q·r0 = 1, q·r2 = √½ ≈ 0.7071, q·r1 = 0
+    # q·r0 = 1, q·r2 = √½ ≈ 0.70711, q·r1 = 0 (scores are rounded to 5 decimals)
     assert got.rows[0].tolist() == [0, 2, 1]
-    assert got.scores[0] == pytest.approx([1.0, s, 0.0], abs=1e-6)
+    assert got.scores[0] == pytest.approx([1.0, 0.70711, 0.0], abs=1e-6)
 
 
 def test_exact_short_allowed_mask_treats_missing_rows_as_not_allowed() -> None:
