@@ -34,6 +34,14 @@ from schemas.events import PebbleUploaded, ProductChanged, Reason, SuggestedProd
 REASON_ORDER = ("brand", "words", "similar_posts", "semantic", "co_tagged", "popular")
 
 
+def catalog_segmenter(catalog: Catalog) -> HashtagSegmenter:
+    """Hashtag segmentation that knows the catalog's product and brand names (training and
+    serving must segment alike, so both build it here)."""
+    vocabulary = {w for p in catalog for w in words(p.name)}
+    vocabulary |= {w for p in catalog for w in words(p.brand_name or "")}
+    return HashtagSegmenter(vocabulary)
+
+
 class ScorerSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -117,9 +125,7 @@ class Engine:
         self.encoder = encoder
         self.history = history or History()
         self.cache = cache if cache is not None else EmbeddingCache(encoder)
-        vocabulary = {w for p in catalog for w in words(p.name)}
-        vocabulary |= {w for p in catalog for w in words(p.brand_name or "")}
-        self.segmenter = HashtagSegmenter(vocabulary)
+        self.segmenter = catalog_segmenter(catalog)
         self.index = self._new_index(catalog.n_rows)
         self._index_rows(np.arange(catalog.n_rows))
         catalog.take_changes()

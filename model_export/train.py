@@ -208,13 +208,12 @@ def _with_fusion(engine: Engine, fusion: LinearFusion) -> Engine:
 def _fine_tune(
     dataset: Dataset, fit: History, tune: History, staging: Path, version: str, options: TrainOptions
 ) -> tuple[Path, dict[str, Any], dict[str, float]]:
-    from consumer.text import HashtagSegmenter, words
+    from consumer.matcher import catalog_segmenter
     from model_export.export import base_model_path, export_onnx, load_sentence_transformer, parity
     from model_export.finetune import FineTuneOptions, fine_tune
 
     model = load_sentence_transformer(base_model_path())
-    vocabulary = {w for p in dataset.catalog for w in words(p.name)}
-    segmenter = HashtagSegmenter(vocabulary)
+    segmenter = catalog_segmenter(dataset.catalog)
     ft_options = FineTuneOptions(
         epochs=options.epochs,
         batch_size=options.batch_size,
