@@ -849,10 +849,11 @@ def _read_back(settings: Settings, suggestions: int, dead_letters: int,
 
 
 def _print_answer(pebble: PebbleUploaded | None, answer: ProductSuggestions, top: int) -> None:
-    caption = " ".join((pebble.caption if pebble else "").split())
-    if len(caption) > 90:
-        caption = caption[:87] + "..."
-    tags = " ".join(f"#{h}" for h in (pebble.hashtags if pebble else [])[:4])
+    full = " ".join((pebble.caption if pebble else "").split())
+    caption = full if len(full) <= 90 else full[:87] + "..."
+    # Hashtags the caption already shows are not repeated.
+    extra = [h for h in (pebble.hashtags if pebble else []) if f"#{h}".lower() not in full.lower()]
+    tags = " ".join(f"#{h}" for h in dict.fromkeys(extra))
     print(f"\n▶ pebble {answer.pebble_id}: {caption} {tags}".rstrip())
     for item in answer.suggestions[:top]:
         why = "; ".join(r.text for r in item.reasons[:2])
