@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import mmap
 import os
+import shutil
 import threading
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -168,68 +170,138 @@ def save_hashing_encoder(encoder: HashingEncoder, model_dir: Path) -> None:
     (model_dir / ENCODER_CONFIG).write_text(json.dumps(config), encoding="utf-8")
 
 
-def text_key(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+def text_key(text: str) -> int:
+    """A 64-bit content hash: a million cached texts collide with odds of about 3 in 10⁸."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 class EmbeddingCache:
-    """Vectors by (encoder version, text hash), persisted as one .npz per encoder version."""
+    """Vectors by (encoder version, text hash), persisted as one folder per encoder version.
+
+    Saved vectors are read through a memory map made for each call on the file this cache
+    opened (not its path: another process may have saved a newer file since), so a million
+    cached products cost 8 MB of sorted keys in RAM and no more than the rows a call reads.
+    Vectors encoded since the last save are held in RAM until ``save``.
+    """
 
     def __init__(self, encoder: Encoder, directory: Path | None = None) -> None:
         self.encoder = encoder
-        self.path = None if directory is None else directory / f"{_safe(encoder.cache_key())}.npz"
-        self._rows: dict[bytes, int] = {}
-        self._vectors = np.zeros((0, encoder.dim), dtype=np.float32)
+        self.path = None if directory is None else directory / _safe(encoder.cache_key())
+        self._keys = np.zeros(0, dtype=np.uint64)  # saved keys, ascending
+        self._file: BinaryIO | None = None  # the saved vectors (.npy), rows in key order
+        self._offset = 0
+        self._ram: np.ndarray | None = None  # or the saved vectors in RAM (a copy of another cache)
+        self._new: dict[int, np.ndarray] = {}
         self.hits = 0
         self.misses = 0
-        if self.path is not None and self.path.exists():
+        if self.path is not None and (self.path / "meta.json").exists():
             self._load(self.path)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._keys) + len(self._new)
+
+    def _read(self, positions: np.ndarray) -> np.ndarray:
+        """Saved vectors at ``positions`` (ascending reads the file front to back)."""
+        rows: np.ndarray
+        if self._ram is not None:
+            rows = self._ram[positions]
+            return rows
+        assert self._file is not None
+        with mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            matrix = np.frombuffer(mapped, dtype="<f4", count=len(self._keys) * self.encoder.dim,
+                                   offset=self._offset).reshape(len(self._keys), self.encoder.dim)
+            rows = matrix[positions]  # a copy: the map closes below
+            del matrix
+        return rows.astype(np.float32, copy=False)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        keys = [text_key(t) for t in texts]
-        missing = list({k: t for k, t in zip(keys, texts, strict=True) if k not in self._rows}.items())
-        self.hits += len(texts) - sum(1 for k in keys if k not in self._rows)
+        out = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
+        if not texts:
+            return out
+        keys = np.fromiter((text_key(t) for t in texts), dtype=np.uint64, count=len(texts))
+        found = np.zeros(len(texts), dtype=bool)
+        if len(self._keys):
+            at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+            found = self._keys[at] == keys
+            if found.any():
+                hit = at[found]
+                order = np.argsort(hit)  # read the map in file order
+                rows = np.empty((len(hit), self.encoder.dim), dtype=np.float32)
+                rows[order] = self._read(hit[order])
+                out[found] = rows
+        missing: dict[int, str] = {}
+        for i in np.flatnonzero(~found).tolist():
+            vector = self._new.get(int(keys[i]))
+            if vector is None:
+                missing.setdefault(int(keys[i]), texts[i])
+            else:
+                out[i] = vector
+        self.hits += len(texts) - sum(1 for k in keys.tolist() if k in missing)
         if missing:
             self.misses += len(missing)
-            fresh = self.encoder.encode([t for _, t in missing])
-            start = len(self._vectors)
-            self._vectors = np.concatenate([self._vectors, fresh]) if start else fresh
-            for offset, (key, _) in enumerate(missing):
-                self._rows[key] = start + offset
-        return (
-            self._vectors[[self._rows[k] for k in keys]]
-            if keys
-            else np.zeros((0, self.encoder.dim), np.float32)
-        )
+            fresh = self.encoder.encode(list(missing.values()))
+            for key, vector in zip(missing, fresh, strict=True):
+                self._new[key] = vector
+            for i in np.flatnonzero(~found).tolist():
+                if int(keys[i]) in missing:
+                    out[i] = self._new[int(keys[i])]
+        return out
 
     @classmethod
     def copy_of(cls, other: EmbeddingCache, directory: Path) -> EmbeddingCache:
         """The same vectors, to be saved elsewhere (e.g. into a model folder)."""
         copy = cls(other.encoder)
-        copy.path = directory / f"{_safe(other.encoder.cache_key())}.npz"
-        copy._rows, copy._vectors = dict(other._rows), other._vectors
+        copy.path = directory / _safe(other.encoder.cache_key())
+        copy._keys = other._keys
+        copy._ram = other._read(np.arange(len(other._keys))) if len(other._keys) else None
+        copy._new = dict(other._new)
         return copy
 
     def save(self) -> None:
-        if self.path is None:
+        """Write saved and new vectors as one sorted folder; readers of the old one keep it."""
+        if self.path is None or (not self._new and (self.path / "meta.json").exists()):
             return
+        new_keys = np.fromiter(self._new.keys(), dtype=np.uint64, count=len(self._new))
+        keys = np.concatenate([self._keys, new_keys])
+        order = np.argsort(keys, kind="stable")
+        vectors = np.empty((len(keys), self.encoder.dim), dtype=np.float32)
+        if len(self._keys):
+            vectors[: len(self._keys)] = self._read(np.arange(len(self._keys)))
+        if len(new_keys):
+            vectors[len(self._keys):] = np.stack(list(self._new.values()))
+        # A private temp folder, then renames: two workers starting on one folder never write
+        # the same files, and a crash leaves the old cache or the new one, never half of one.
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = np.frombuffer(b"".join(self._rows), dtype="V16") if self._rows else np.zeros(0, "V16")
-        order = np.fromiter(self._rows.values(), dtype=np.int64, count=len(self._rows))
-        # A private temp name: two workers starting on one folder never write the same file.
-        tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
-        np.savez(tmp, keys=keys, vectors=self._vectors[order], version=np.array(self.encoder.cache_key()))
-        tmp.replace(self.path)  # atomic: a crash never leaves half a cache
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        np.save(tmp / "keys.npy", keys[order])
+        np.save(tmp / "vectors.npy", vectors[order])
+        meta = {"version": self.encoder.cache_key(), "dim": self.encoder.dim, "count": len(keys)}
+        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        old = self.path.with_name(f"{tmp.name}.old")
+        if self.path.exists():
+            self.path.rename(old)
+        tmp.rename(self.path)
+        shutil.rmtree(old, ignore_errors=True)
+        self._new = {}
+        self._load(self.path)
 
     def _load(self, path: Path) -> None:
-        with np.load(path) as data:
-            if str(data["version"]) != self.encoder.cache_key():
-                return
-            self._vectors = np.ascontiguousarray(data["vectors"], dtype=np.float32)
-            self._rows = {bytes(k): i for i, k in enumerate(data["keys"])}
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("version") != self.encoder.cache_key() or int(meta.get("dim", -1)) != self.encoder.dim:
+            return
+        keys = np.load(path / "keys.npy")
+        handle = (path / "vectors.npy").open("rb")
+        version = np.lib.format.read_magic(handle)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0(handle) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(handle))
+        if shape != (len(keys), self.encoder.dim) or dtype != np.dtype("<f4"):
+            handle.close()
+            return
+        if self._file is not None:
+            self._file.close()
+        self._keys, self._file, self._offset, self._ram = keys, handle, handle.tell(), None
 
 
 def _safe(name: str) -> str:

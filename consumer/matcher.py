@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from consumer.candidates import Candidates
-from consumer.catalog import Catalog
+from consumer.catalog import Catalog, Product
 from consumer.encoder import ENCODER_CONFIG, EmbeddingCache, Encoder, load_encoder
 from consumer.fusion import Fusion, Pool, make_fusion, pool
 from consumer.history import History
@@ -32,14 +32,18 @@ from schemas.events import PebbleUploaded, ProductChanged, Reason, SuggestedProd
 
 # Brand and shared words are checkable at a glance; "similar posts" and the rest support them.
 REASON_ORDER = ("brand", "words", "similar_posts", "semantic", "co_tagged", "popular")
+INDEX_CHUNK = 65_536  # products encoded (or read from the cache) and indexed at a time
+
+
+def name_words(products: Iterable[Product]) -> set[str]:
+    """The words of product and brand names: what hashtag segmentation should know."""
+    return {w for p in products for w in (*words(p.name), *words(p.brand_name or ""))}
 
 
 def catalog_segmenter(catalog: Catalog) -> HashtagSegmenter:
     """Hashtag segmentation that knows the catalog's product and brand names (training and
     serving must segment alike, so both build it here)."""
-    vocabulary = {w for p in catalog for w in words(p.name)}
-    vocabulary |= {w for p in catalog for w in words(p.brand_name or "")}
-    return HashtagSegmenter(vocabulary)
+    return HashtagSegmenter(name_words(catalog))
 
 
 class ScorerSpec(BaseModel):
@@ -139,6 +143,7 @@ class Engine:
             history_handles=[frozenset(handles(i.post.hashtags, i.post.caption)) for i in self.history],
             history_vectors=self.cache.encode(texts) if texts else np.zeros((0, encoder.dim), np.float32),
             encode=self.cache.encode,
+            segment=self.segmenter.segment,
         )
         self.state.map_history_rows()
         self._priors: np.ndarray | None = None
@@ -166,14 +171,19 @@ class Engine:
         kind = self.config.index
         if kind == "auto":
             kind = "hnsw" if n_rows >= self.config.index_threshold else "exact"
-        return make_index(kind, self.encoder.dim)
+        index = make_index(kind, self.encoder.dim)
+        index.reserve(n_rows)
+        return index
 
     def _index_rows(self, rows: np.ndarray) -> None:
-        live = [int(r) for r in rows if self.catalog.product(int(r)) is not None]
-        gone = [int(r) for r in rows if self.catalog.product(int(r)) is None]
-        if live:
-            vectors = self.cache.encode([self.catalog.text(r) for r in live])
-            self.index.upsert(np.array(live, dtype=np.int64), vectors)
+        live = [int(r) for r in rows if self.catalog.is_live(int(r))]
+        gone = [int(r) for r in rows if not self.catalog.is_live(int(r))]
+        # In chunks: a million products never sit in RAM twice (as one float32 matrix and in
+        # the index).
+        for start in range(0, len(live), INDEX_CHUNK):
+            chunk = live[start : start + INDEX_CHUNK]
+            vectors = self.cache.encode([self.catalog.text(r) for r in chunk])
+            self.index.upsert(np.array(chunk, dtype=np.int64), vectors)
         if gone:
             self.index.remove(np.array(gone, dtype=np.int64))
 
@@ -206,6 +216,9 @@ class Engine:
         if not changed:
             return
         self._index_rows(np.array(sorted(changed), dtype=np.int64))
+        products = [p for r in changed if (p := self.catalog.product(r)) is not None]
+        self.segmenter.add(name_words(products))
+        self.state.sync_products(changed)
         self.state.map_history_rows()
         for scorer in self.scorers.values():
             scorer.refresh(self.state, changed)
@@ -237,8 +250,7 @@ class Engine:
             for row, score in fused.query(q):
                 if row in excluded or not allowed[row]:
                     continue
-                product = self.catalog.product(row)
-                if brands and (product is None or product.brand_id not in brands):
+                if brands and self.catalog.brand_id(row) not in brands:
                     continue
                 out.rows[q, kept], out.scores[q, kept] = row, score
                 kept += 1
@@ -296,8 +308,7 @@ class Engine:
         if not posts:
             return []
         ranked, _ = self.rank(self.prepare(posts), k)
-        ids = self.catalog.ids()
-        return [[str(ids[r]) for r, _ in ranked.query(q)] for q in range(len(posts))]
+        return [[str(self.catalog.product_id(r)) for r, _ in ranked.query(q)] for q in range(len(posts))]
 
     def suggest(self, post: PebbleUploaded | str, k: int = 10) -> list[Recommendation]:
         """Best products for one post (an event or plain text), best first."""

@@ -82,11 +82,17 @@ class HashtagSegmenter:
         self._segmenter.bigrams = base.bigrams
         self._segmenter.total, self._segmenter.limit = base.total, base.limit
         self._segmenter.words = base.words
-        boost = max(self._segmenter.unigrams.values()) / 1000
-        for word in vocabulary:
-            if len(word) > 2 and word.isalpha():
-                self._segmenter.unigrams[word] = max(self._segmenter.unigrams.get(word, 0), boost)
+        self._boost = max(self._segmenter.unigrams.values()) / 1000
         self.segment = lru_cache(maxsize=65536)(self._segment)
+        self.add(vocabulary)
+
+    def add(self, vocabulary: Iterable[str]) -> None:
+        """Learn more catalog words (new products' names); earlier answers are forgotten."""
+        unigrams = self._segmenter.unigrams
+        for word in vocabulary:
+            if len(word) > 2 and word.isalpha() and unigrams.get(word, 0) < self._boost:
+                unigrams[word] = self._boost
+        self.segment.cache_clear()
 
     def _segment(self, tag: str) -> tuple[str, ...]:
         tag = normalize(tag).lstrip("#")

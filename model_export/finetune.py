@@ -20,7 +20,7 @@ import numpy as np
 
 from consumer.catalog import Catalog
 from consumer.history import History
-from consumer.scorers.bm25 import Bm25Matrix
+from consumer.scorers.bm25 import Bm25
 from consumer.text import lexical_tokens, post_text
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def mine_hard_negatives(pairs: Sequence[Pair], catalog: Catalog, seed: int) -> l
     rng = np.random.default_rng(seed)
     published = catalog.published
     tokens = [lexical_tokens(catalog.text(r)) for r in range(catalog.n_rows)]
-    index = Bm25Matrix(tokens, k1=0.9, b=0.4)
+    index = Bm25.build(tokens, k1=0.9, b=0.4)
     cache: dict[int, np.ndarray] = {}
     by_group: dict[str, list[int]] = {}
     for row in range(catalog.n_rows):
@@ -100,9 +100,8 @@ def mine_hard_negatives(pairs: Sequence[Pair], catalog: Catalog, seed: int) -> l
             choice = int(rng.choice(group))
         else:
             if row not in cache:
-                scores = index.scores([tokens[row]])[0]
-                scores[~published[: len(scores)]] = -np.inf
-                cache[row] = np.argsort(-scores)[:30]
+                top = index.top([tokens[row]], 30, published)
+                cache[row] = top.rows[0][top.rows[0] >= 0]
             options = [int(r) for r in cache[row] if int(r) not in tagged and int(r) != row][:10]
             choice = int(rng.choice(options)) if options else int(rng.integers(catalog.n_rows))
         negatives.append(catalog.text(choice))

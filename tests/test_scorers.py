@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from consumer.catalog import Catalog
 from consumer.demo import demo_catalog, demo_pebbles, demo_tags
 from consumer.encoder import HashingEncoder
 from consumer.history import History
@@ -141,12 +144,66 @@ def test_items_matrix_and_propagate_by_hand() -> None:
     similarity = np.array([[0.8, 0.4, -0.1]], dtype=np.float32)
     # Two nearest posts: 0 (0.8) and 1 (0.4). Weight (sim / best) ** 2: post 0 → 1, post 1 → 0.25.
     # Votes: row 0 ← 1, row 1 ← 0.25, row 2 ← 1 (post 2 is not among the two).
-    np.testing.assert_allclose(propagate(similarity, items, neighbors=2, power=2.0),
+    np.testing.assert_allclose(propagate(similarity, items, neighbors=2, power=2.0).toarray(),
                                [[1.0, 0.25, 1.0, 0.0]])
     # With all three, post 2's negative similarity counts as zero: the same votes.
-    np.testing.assert_allclose(propagate(similarity, items, neighbors=3, power=2.0),
+    np.testing.assert_allclose(propagate(similarity, items, neighbors=3, power=2.0).toarray(),
                                [[1.0, 0.25, 1.0, 0.0]])
     # Power 1: post 1 weighs 0.5.
-    np.testing.assert_allclose(propagate(similarity, items, neighbors=2, power=1.0),
+    np.testing.assert_allclose(propagate(similarity, items, neighbors=2, power=1.0).toarray(),
                                [[1.0, 0.5, 1.0, 0.0]])
     assert propagate(np.zeros((2, 0)), items_matrix([], 4), 5, 2.0).shape == (2, 4)
+
+
+def test_every_scorer_after_changes_equals_a_fresh_build(tmp_path: Path) -> None:
+    """Catalog changes are applied in place (no refit), and leave every scorer exactly where
+    a build from scratch over the same catalog would be."""
+    config = EngineConfig(scorers=[ScorerSpec(name=n) for n in SCORERS.names()]
+                          + [ScorerSpec(name="profile", key="profile_dense", params={"similarity": "dense"}),
+                             ScorerSpec(name="neighbors", key="knn_bm25", params={"similarity": "bm25"})])
+    history = History.join(demo_pebbles(), demo_tags())
+    live = Engine(demo_catalog(), HashingEncoder(64), history, config)
+    catalog = live.catalog
+    tagged = next(pid for tags in demo_tags().values() for pid in tags if pid in catalog)
+    first = catalog.product(0)
+    assert first is not None
+    renamed = catalog.get(tagged)
+    assert renamed is not None
+    live.apply([
+        ProductChanged(op="upsert", product_id=renamed.id,
+                       product=renamed.model_copy(update={"name": "Kolhapuri glow serum deluxe"})),
+        ProductChanged(op="upsert", product_id="new-1",
+                       product=first.model_copy(update={"id": "new-1", "name": "Zyxw beard balm",
+                                                        "brand_id": first.brand_id})),
+        ProductChanged(op="delete", product_id=str(catalog.product(3).id)),  # type: ignore[union-attr]
+    ])
+    catalog.save(tmp_path / "snapshot")
+    fresh = Engine(Catalog.load(tmp_path / "snapshot"), HashingEncoder(64), history, config)
+    posts = [*demo_pebbles()[:12], PebbleUploaded(id="q", caption="zyxw beard balm, kolhapuri glow #zyxw")]
+    live_batch, fresh_batch = live.prepare(posts), fresh.prepare(posts)
+    for name in live.scorers:
+        got = live.scorers[name].score(live_batch, K, live.allowed())
+        expected = fresh.scorers[name].score(fresh_batch, K, fresh.allowed())
+        np.testing.assert_array_equal(got.rows, expected.rows, err_msg=name)
+        np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5, err_msg=name)
+
+
+def test_brand_handle_matches_the_run_together_brand_name() -> None:
+    config = EngineConfig(scorers=[ScorerSpec(name="brand", params={"memory": False})])
+    engine = Engine(demo_catalog(), HashingEncoder(64), History(), config)
+    catalog = engine.catalog
+    kinetiq = {r for r in range(catalog.n_rows)
+               if (p := catalog.product(r)) is not None and p.brand_name == "Kinetiq Active"}
+    batch = engine.prepare([PebbleUploaded(id="a", caption="leg day #KinetiqActive"),
+                            PebbleUploaded(id="b", caption="nothing here #qqqzzzvvv"),
+                            PebbleUploaded(id="c", caption="#kin is too short to say anything")])
+    got = engine.scorers["brand"].score(batch, 100, np.ones(catalog.n_rows, dtype=bool))
+    rows = {r for r, _ in got.query(0)}
+    assert rows == kinetiq
+    # Every match weighs the handle's IDF: ln(rows / products holding it).
+    idf = np.log(catalog.n_rows / len(kinetiq))
+    assert [s for _, s in got.query(0)] == pytest.approx([idf] * len(rows), abs=1e-5)
+    reason = engine.scorers["brand"].explain(batch, 0, min(rows), got.query(0)[0][1])
+    assert reason == Reason(kind="brand", text="#kinetiqactive is in the product's name, brand or keywords",
+                            post_terms=["#kinetiqactive"])
+    assert got.query(1) == [] and got.query(2) == []

@@ -21,6 +21,9 @@ class VectorIndex(ABC):
         self.dim = dim
         self.params = params
 
+    def reserve(self, n_rows: int) -> None:  # noqa: B027 - a hint most kinds do not need
+        """A hint before rows arrive in chunks: how many the index will hold (sizes storage)."""
+
     @abstractmethod
     def upsert(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         """Insert or replace the vectors of ``rows``."""

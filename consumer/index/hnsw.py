@@ -134,11 +134,16 @@ class HnswIndex(VectorIndex):
         self._bitmap: np.ndarray | None = None
         self._bitmap_count = 0
         self._version = 0  # bumps on every change, so cached selectors go stale
+        self._expected_rows = 0
 
     # -- the graph -------------------------------------------------------------------------
+    def reserve(self, n_rows: int) -> None:
+        self._expected_rows = max(self._expected_rows, n_rows)
+
     def _resolved_storage(self, expected_rows: int) -> str:
         if self.storage != "auto":
             return self.storage
+        expected_rows = max(expected_rows, self._expected_rows)
         return "fp32" if expected_rows * self.dim * 4 <= AUTO_FP32_BYTES else "fp16"
 
     def _new_graph(self, storage: str) -> Any:

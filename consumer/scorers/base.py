@@ -15,11 +15,13 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import sparse
 
-from consumer.candidates import Candidates
+from consumer.candidates import Candidates, stable, top_k
 from consumer.catalog import Catalog
 from consumer.history import History
 from consumer.index.base import VectorIndex
 from consumer.registry import Registry
+from consumer.scorers.bm25 import Postings
+from consumer.text import lexical_tokens
 from schemas.events import PebbleUploaded, Reason
 
 
@@ -50,6 +52,8 @@ class MatchState:
     history_vectors: np.ndarray
     encode: Callable[[list[str]], np.ndarray] | None = None  # cached text → vector
     history_rows: list[np.ndarray] = field(default_factory=list)  # catalog rows tagged per post
+    segment: Callable[[str], tuple[str, ...]] | None = None  # the catalog-aware hashtag segmenter
+    _lexical: Postings | None = None
 
     def map_history_rows(self) -> None:
         """Tagged product ids → catalog rows (products missing from the catalog are skipped)."""
@@ -58,16 +62,32 @@ class MatchState:
             rows = [self.catalog.row_of(pid) for pid in item.tags]
             self.history_rows.append(np.array([r for r in rows if r is not None], dtype=np.int64))
 
-    def product_vectors(self) -> np.ndarray:
-        """(rows, dim) vectors of the products' texts; zero rows for deleted products."""
-        if self.encode is None:
-            raise ValueError("MatchState has no encoder")
-        vectors = self.encode(self.catalog.texts())
-        vectors[~self.catalog.published] = 0.0
-        return vectors
+    def product_postings(self) -> Postings:
+        """Stemmed product texts by catalog row, shared by every lexical scorer (built once)."""
+        if self._lexical is None:
+            rows = [r for r in range(self.catalog.n_rows) if self.catalog.is_live(r)]
+            self._lexical = Postings()
+            self._lexical.upsert(rows, [lexical_tokens(self.catalog.text(r)) for r in rows])
+        return self._lexical
+
+    def sync_products(self, changed_rows: set[int]) -> None:
+        """Bring the shared product postings up to date (before the scorers refresh)."""
+        if self._lexical is None or not changed_rows:
+            return
+        live = sorted(r for r in changed_rows if self.catalog.is_live(r))
+        self._lexical.upsert(live, [lexical_tokens(self.catalog.text(r)) for r in live])
+        self._lexical.remove(r for r in changed_rows if not self.catalog.is_live(r))
 
     def items(self) -> sparse.csr_matrix:
         return items_matrix(self.history_rows, self.catalog.n_rows)
+
+    def tagged_by(self) -> dict[int, list[int]]:
+        """Catalog row → the past posts (history indices) that tagged it."""
+        posts: dict[int, list[int]] = {}
+        for i, rows in enumerate(self.history_rows):
+            for row in rows.tolist():
+                posts.setdefault(row, []).append(i)
+        return posts
 
     def product_frequency(self) -> np.ndarray:
         """Times each catalog row was tagged in the history."""
@@ -118,15 +138,18 @@ def items_matrix(item_rows: list[np.ndarray], n_rows: int) -> sparse.csr_matrix:
     return sparse.csr_matrix((data, indices, indptr), shape=(len(item_rows), n_rows))
 
 
-def propagate(similarity: np.ndarray, items: sparse.csr_matrix, neighbors: int, power: float) -> np.ndarray:
+def propagate(
+    similarity: np.ndarray, items: sparse.csr_matrix, neighbors: int, power: float
+) -> sparse.csr_matrix:
     """Let each post's ``neighbors`` most similar past posts vote for the products they tagged.
 
     A vote weighs (sim / best sim of this post) ** power: relative, so scales of different
-    similarity measures don't matter, and sharpened, so the closest posts dominate.
+    similarity measures don't matter, and sharpened, so the closest posts dominate. The
+    votes come back sparse: (posts, catalog rows), only rows some neighbour tagged.
     """
     n_queries, n_items = similarity.shape
     if n_items == 0 or n_queries == 0:
-        return np.zeros((n_queries, items.shape[1]), dtype=np.float32)
+        return sparse.csr_matrix((n_queries, items.shape[1]), dtype=np.float32)
     k = min(neighbors, n_items)
     top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
     weights = np.maximum(np.take_along_axis(similarity, top, axis=1), 0.0)
@@ -136,10 +159,23 @@ def propagate(similarity: np.ndarray, items: sparse.csr_matrix, neighbors: int, 
         (weights.ravel().astype(np.float32), (np.repeat(np.arange(n_queries), k), top.ravel())),
         shape=(n_queries, n_items),
     )
-    return np.asarray((votes @ items).todense(), dtype=np.float32)
+    result: sparse.csr_matrix = (votes @ items).tocsr()
+    result.data = stable(result.data)
+    return result
 
 
-def top_candidates(scores: np.ndarray, k: int, allowed: np.ndarray) -> Candidates:
-    """Top-k of a score matrix where only positive scores count as evidence."""
-    scores = np.where(scores > 0, scores, -np.inf).astype(np.float32)
-    return Candidates.from_dense(scores, k, allowed[: scores.shape[1]])
+def sparse_top(
+    rows: list[np.ndarray], scores: list[np.ndarray], k: int, allowed: np.ndarray
+) -> Candidates:
+    """Per query, evidence as (rows, scores) pieces, summed per row: top-k positive, allowed."""
+    out = Candidates.empty(len(rows), k)
+    for q, (r, s) in enumerate(zip(rows, scores, strict=True)):
+        if not len(r):
+            continue
+        unique, inverse = np.unique(r, return_inverse=True)
+        total = stable(np.bincount(inverse, weights=s).astype(np.float32))
+        keep = (total > 0) & (unique < len(allowed))
+        keep[keep] = allowed[unique[keep]]
+        best, best_scores = top_k(unique[keep], total[keep], k)
+        out.rows[q, : len(best)], out.scores[q, : len(best)] = best, best_scores
+    return out

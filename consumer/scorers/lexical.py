@@ -12,8 +12,8 @@ import numpy as np
 
 from consumer.candidates import Candidates
 from consumer.scorers.base import SCORERS, MatchState, QueryBatch, Scorer
-from consumer.scorers.bm25 import Bm25Matrix
-from consumer.text import lexical_tokens, shared_words
+from consumer.scorers.bm25 import Bm25
+from consumer.text import shared_words
 from schemas.events import Reason
 
 
@@ -23,23 +23,22 @@ class BM25Scorer(Scorer):
 
     def __init__(self, k1: float = 0.9, b: float = 0.4, **params: Any) -> None:
         super().__init__(k1=k1, b=b, **params)
-        self._index = Bm25Matrix([])
-        self._texts: list[str] = []
 
     def fit(self, state: MatchState) -> None:
-        self._texts = state.catalog.texts()
-        tokens = [lexical_tokens(t) for t in self._texts]
-        self._index = Bm25Matrix(tokens, k1=self.params["k1"], b=self.params["b"])
+        self._catalog = state.catalog
+        # The shared product postings: the engine keeps them current, so nothing to refit.
+        self._index = Bm25(state.product_postings(), k1=self.params["k1"], b=self.params["b"])
+
+    def refresh(self, state: MatchState, changed_rows: set[int]) -> None:
+        self._catalog = state.catalog
 
     def score(self, batch: QueryBatch, k: int, allowed: np.ndarray) -> Candidates:
-        scores = self._index.scores(batch.tokens)
-        scores[scores <= 0] = -np.inf
-        return Candidates.from_dense(scores, k, allowed[: self._index.n_docs])
+        return self._index.top(batch.tokens, k, allowed)
 
     def explain(self, batch: QueryBatch, query: int, row: int, score: float) -> Reason | None:
-        if row >= len(self._texts):
+        if row >= self._catalog.n_rows:
             return None
-        post_terms, product_terms = shared_words(batch.texts[query], self._texts[row])
+        post_terms, product_terms = shared_words(batch.texts[query], self._catalog.text(row))
         if not post_terms:
             return None
         pairs = [p if p == q else f"{p}~{q}" for p, q in zip(post_terms, product_terms, strict=True)]

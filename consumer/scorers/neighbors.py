@@ -17,8 +17,8 @@ import numpy as np
 from scipy import sparse
 
 from consumer.candidates import Candidates, stable
-from consumer.scorers.base import SCORERS, MatchState, QueryBatch, Scorer, propagate, top_candidates
-from consumer.scorers.bm25 import Bm25Matrix
+from consumer.scorers.base import SCORERS, MatchState, QueryBatch, Scorer, propagate
+from consumer.scorers.bm25 import Bm25
 from schemas.events import Reason
 
 SIMILARITIES = ("dense", "bm25", "handles")
@@ -67,7 +67,7 @@ class NeighborsScorer(Scorer):
         self._items = state.items()
         kind = self.params["similarity"]
         if kind == "bm25":
-            self._bm25 = Bm25Matrix(state.history_tokens)
+            self._bm25 = Bm25.build(state.history_tokens)
         elif kind == "handles":
             self._handles = HandleVectors(state.history_handles)
 
@@ -80,7 +80,7 @@ class NeighborsScorer(Scorer):
         if kind == "dense":
             return stable(batch.vectors @ self._state.history_vectors.T)
         if kind == "bm25":
-            return self._bm25.scores(batch.tokens)
+            return self._bm25.dense_scores(batch.tokens)[:, : len(self._state.history_tokens)]
         return self._handles.similarity(batch.handles)
 
     def score(self, batch: QueryBatch, k: int, allowed: np.ndarray) -> Candidates:
@@ -91,7 +91,7 @@ class NeighborsScorer(Scorer):
         self._last_top = np.argsort(-sims, axis=1)[:, :n]  # kept for explain()
         self._last_sims = np.take_along_axis(sims, self._last_top, axis=1)
         votes = propagate(sims, self._items, n, float(self.params["power"]))
-        return top_candidates(votes, k, allowed)
+        return Candidates.from_sparse(votes, k, allowed)
 
     def explain(self, batch: QueryBatch, query: int, row: int, score: float) -> Reason | None:
         if query >= len(self._last_top):
