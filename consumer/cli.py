@@ -112,9 +112,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         validation=args.validation,
         max_minutes=args.max_minutes,
-        fine_tune=not args.no_fine_tune,
+        fine_tune=not args.no_fine_tune and args.encoder is None,
         resume=args.resume,
         batch_size=args.batch_size,
+        encoder_dir=args.encoder,
+        threads=args.threads,
     )
     out = train(args.products, args.posts, args.tags, args.out, options)
     print(out)
@@ -211,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, default=18.0, help="fine-tuning wall-clock budget")
     p.add_argument("--no-fine-tune", action="store_true", help="keep the base encoder")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--encoder", type=Path, default=None,
+                   help="use this ONNX encoder folder (e.g. models/hypd/encoder) instead of fine-tuning")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for fine-tuning (default: all)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="rank the catalog for held-out posts; metrics + baselines")

@@ -49,13 +49,19 @@ def ablation(
     tune_relevant: Sequence[set[int]],
     val_pools: Sequence[Pool],
     val_relevant: Sequence[set[int]],
+    kept: Sequence[str] | None = None,
     l2: float = 1.0,
     k: int = 50,
 ) -> dict[str, dict[str, float]]:
-    """Validation metrics of the blend refit with all scorers, without each, and each alone."""
-    variants: dict[str, list[int]] = {"all signals": list(range(len(scorers)))}
+    """Validation metrics of the blend refit on the engine's signals (``kept``, default all),
+    without each of them, with each other signal added, and with each signal alone."""
+    engine = [scorers.index(name) for name in (kept or scorers)]
+    variants: dict[str, list[int]] = {"engine's signals": engine}
+    for i in engine:
+        variants[f"without {scorers[i]}"] = [j for j in engine if j != i]
     for i, name in enumerate(scorers):
-        variants[f"without {name}"] = [j for j in range(len(scorers)) if j != i]
+        if i not in engine:
+            variants[f"with {name}"] = [*engine, i]
     for i, name in enumerate(scorers):
         variants[f"only {name}"] = [i]
     relevant_ids = [{str(r) for r in rel} for rel in val_relevant]

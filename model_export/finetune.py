@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +119,7 @@ def fine_tune(
     """Train in place; returns what happened (steps, best score, minutes)."""
     import time
 
+    import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
@@ -218,5 +218,5 @@ def fine_tune(
         "tune_ndcg@10_after": round(float(after), 4),
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "minutes": round((time.monotonic() - started) / 60, 1),
-        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "threads": torch.get_num_threads(),
     }

@@ -62,7 +62,8 @@ def test_train_writes_a_complete_model_folder(trained: Path) -> None:
     weights = manifest["blend"]["weights"]
     assert "profile_bm25.relative" in weights and weights != {}
     assert 0 <= manifest["validation_metrics"]["recall@10"] <= 1
-    assert "all signals" in manifest["ablation"] and "without brand" in manifest["ablation"]
+    assert "engine's signals" in manifest["ablation"] and "without brand" in manifest["ablation"]
+    assert "with knn_dense" in manifest["ablation"] and "only cotag" in manifest["ablation"]
     for name in ("engine.json", "history.jsonl", "encoder/encoder.json"):
         assert (trained / name).exists(), name
 

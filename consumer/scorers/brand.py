@@ -38,9 +38,27 @@ def compact_fields(text: str) -> str:
     return _NOT_WORD_OR_FIELD.sub("", text).replace(",", "|")
 
 
+def split_into(text: str, vocabulary: set[str], longest: int = 32) -> tuple[str, ...] | None:
+    """``text`` as the fewest words of ``vocabulary`` (``aakriti`` stays whole when the catalog
+    has that word; ``themancompany`` → the, man, company), or None when no split exists."""
+    best: list[tuple[str, ...] | None] = [None] * (len(text) + 1)
+    best[0] = ()
+    for start in range(len(text)):
+        head = best[start]
+        if head is None:
+            continue
+        for end in range(start + 1, min(len(text), start + longest) + 1):
+            piece = text[start:end]
+            done = best[end]
+            if piece in vocabulary and (done is None or len(head) + 1 < len(done)):
+                best[end] = (*head, piece)
+    return best[len(text)]
+
+
 @SCORERS.register("brand")
 class BrandScorer(Scorer):
     name = "brand"
+    reason_kind = "brand"
 
     def __init__(
         self, max_products: int = 300, min_length: int = 4, memory: bool = True, **params: Any
@@ -121,7 +139,9 @@ class BrandScorer(Scorer):
         limit = int(self.params["max_products"])
         if len(compact) < int(self.params["min_length"]):
             return None
-        parts = self._state.segment(compact) if self._state.segment is not None else (compact,)
+        parts = split_into(compact, self._state.product_words)
+        if parts is None:  # not made of catalog words: the segmenter's best guess
+            parts = self._state.segment(compact) if self._state.segment is not None else (compact,)
         terms = sorted({t for t in self._postings.term_ids(lexical_tokens(" ".join(parts)))},
                        key=self._postings.length)
         if not terms:
@@ -179,4 +199,4 @@ class BrandScorer(Scorer):
             return None
         how = matched[0][1]
         terms = [term for term, _ in matched]
-        return Reason(kind="brand", text=f"{', '.join(terms)} {how}", post_terms=terms)
+        return Reason(kind=self.reason_kind, text=f"{', '.join(terms)} {how}", post_terms=terms)
