@@ -247,6 +247,14 @@ class EmbeddingCache:
                     out[i] = self._new[int(keys[i])]
         return out
 
+    def add(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Vectors made elsewhere (a batch job, a benchmark's synthetic catalog) for ``texts``,
+        held until ``save`` like freshly encoded ones."""
+        if vectors.shape != (len(texts), self.encoder.dim):
+            raise ValueError(f"{vectors.shape} vectors for {len(texts)} texts of dim {self.encoder.dim}")
+        for text, vector in zip(texts, np.asarray(vectors, dtype=np.float32), strict=True):
+            self._new[text_key(text)] = vector
+
     @classmethod
     def copy_of(cls, other: EmbeddingCache, directory: Path) -> EmbeddingCache:
         """The same vectors, to be saved elsewhere (e.g. into a model folder)."""

@@ -8,6 +8,8 @@ changes are applied in place and encoded incrementally (through the embedding ca
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -21,18 +23,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from consumer.candidates import Candidates
 from consumer.catalog import Catalog, Product
-from consumer.encoder import ENCODER_CONFIG, EmbeddingCache, Encoder, load_encoder
+from consumer.encoder import ENCODER_CONFIG, EmbeddingCache, Encoder, load_encoder, text_key
 from consumer.fusion import Fusion, Pool, make_fusion, pool
 from consumer.history import History
-from consumer.index import VectorIndex, make_index
+from consumer.index import INDEXES, VectorIndex, make_index
 from consumer.scorers import MatchState, QueryBatch, Scorer, make_scorer
 from consumer.text import HashtagSegmenter, handles, lexical_tokens, post_text, words
 from consumer.versions import versions
 from schemas.events import PebbleUploaded, ProductChanged, Reason, SuggestedProduct
 
+log = logging.getLogger(__name__)
+
 # Brand and shared words are checkable at a glance; "similar posts" and the rest support them.
 REASON_ORDER = ("brand", "words", "similar_posts", "semantic", "co_tagged", "popular")
 INDEX_CHUNK = 65_536  # products encoded (or read from the cache) and indexed at a time
+ROW_KEYS = "row_text_keys.npy"  # in an index snapshot: what each row's vector encodes
 
 
 def name_words(products: Iterable[Product]) -> set[str]:
@@ -109,6 +114,25 @@ class Suggestions:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def _save_snapshot(index: VectorIndex, row_keys: np.ndarray, path: Path) -> None:
+    """A private folder, then renames: a reader never sees half a snapshot (readers hold the
+    index in memory, so replacing it under them is safe)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    old = path.with_name(f"{tmp.name}.old")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        index.save(tmp)
+        np.save(tmp / ROW_KEYS, row_keys)
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+    except OSError as exc:  # e.g. a read-only model volume: the snapshot is an optimisation
+        log.info("index snapshot not saved: %s", exc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _as_pebble(post: PebbleUploaded | str, i: int) -> PebbleUploaded:
     return post if isinstance(post, PebbleUploaded) else PebbleUploaded(id=f"text-{i}", caption=post)
 
@@ -130,8 +154,7 @@ class Engine:
         self.history = history or History()
         self.cache = cache if cache is not None else EmbeddingCache(encoder)
         self.segmenter = catalog_segmenter(catalog)
-        self.index = self._new_index(catalog.n_rows)
-        self._index_rows(np.arange(catalog.n_rows))
+        self.index = self._open_index()
         catalog.take_changes()
         texts = [self.post_text(item.post) for item in self.history]
         self.state = MatchState(
@@ -167,13 +190,53 @@ class Engine:
     def version(self) -> str:
         return self.config.version
 
-    def _new_index(self, n_rows: int) -> VectorIndex:
+    def _index_kind(self) -> str:
         kind = self.config.index
         if kind == "auto":
-            kind = "hnsw" if n_rows >= self.config.index_threshold else "exact"
-        index = make_index(kind, self.encoder.dim)
-        index.reserve(n_rows)
+            kind = "hnsw" if self.catalog.n_rows >= self.config.index_threshold else "exact"
+        return kind
+
+    def _open_index(self) -> VectorIndex:
+        """The catalog's vectors, indexed. Kinds that are slow to build (an HNSW graph of a
+        million rows takes minutes) keep a snapshot beside the embedding cache: a restart
+        loads it and applies only the rows whose text changed since, then saves it again."""
+        kind = self._index_kind()
+        index_type = INDEXES.get(kind)
+        path = self._snapshot_path(kind) if index_type.snapshot else None
+        keys = self._row_keys() if path is not None else np.zeros(0, np.uint64)
+        index: VectorIndex | None = None
+        changed = np.arange(self.catalog.n_rows)
+        if path is not None and (path / ROW_KEYS).exists():
+            try:
+                index = index_type.load(path)
+                saved = np.load(path / ROW_KEYS)
+                padded = np.pad(saved, (0, max(0, len(keys) - len(saved))))[: len(keys)]
+                changed = np.flatnonzero(keys != padded)
+                gone = np.arange(len(keys), len(saved))  # rows the snapshot has, the catalog not
+                if len(gone):
+                    index.remove(gone)
+                log.info("index: %s snapshot, %d of %d rows changed since", kind, len(changed), len(keys))
+            except (OSError, ValueError, RuntimeError) as exc:  # damaged: rebuild
+                log.warning("index snapshot %s unusable (%s); rebuilding", path, exc)
+                index, changed = None, np.arange(self.catalog.n_rows)
+        if index is None:
+            index = make_index(kind, self.encoder.dim)
+            index.reserve(self.catalog.n_rows)
+        self.index = index
+        self._index_rows(changed)
+        if path is not None and (len(changed) or not (path / ROW_KEYS).exists()):
+            _save_snapshot(index, keys, path)
         return index
+
+    def _snapshot_path(self, kind: str) -> Path | None:
+        if self.cache.path is None:
+            return None
+        return self.cache.path.with_name(f"{self.cache.path.name}.index-{kind}")
+
+    def _row_keys(self) -> np.ndarray:
+        """Per catalog row, the hash of the text its vector encodes (0: no live product)."""
+        return np.fromiter((text_key(self.catalog.text(r)) if self.catalog.is_live(r) else 0
+                            for r in range(self.catalog.n_rows)), dtype=np.uint64, count=self.catalog.n_rows)
 
     def _index_rows(self, rows: np.ndarray) -> None:
         live = [int(r) for r in rows if self.catalog.is_live(int(r))]
@@ -266,15 +329,19 @@ class Engine:
         runs = {name: s.score(batch, self.config.candidates, allowed) for name, s in self.scorers.items()}
         return [pool(runs, q, self.priors()) for q in range(len(posts))]
 
-    def explain(self, batch: QueryBatch, runs: dict[str, Candidates], q: int, row: int) -> tuple[Reason, ...]:
-        """One reason per kind (the first scorer's of that kind), most telling kinds first."""
+    def explain(self, batch: QueryBatch, found: dict[str, dict[int, float]], q: int,
+                row: int) -> tuple[Reason, ...]:
+        """One reason per kind (the first scorer's of that kind), most telling kinds first.
+
+        ``found``: per scorer, the rows it put forward for post ``q`` with their scores."""
         by_kind: dict[str, Reason] = {}
-        for name, run in runs.items():
-            hit = np.flatnonzero(run.rows[q] == row)
-            if hit.size:
-                reason = self.scorers[name].explain(batch, q, row, float(run.scores[q, hit[0]]))
-                if reason is not None:
-                    by_kind.setdefault(reason.kind, reason)
+        for name, scores in found.items():
+            scorer = self.scorers[name]
+            if scorer.reason_kind in by_kind or row not in scores:
+                continue
+            reason = scorer.explain(batch, q, row, scores[row])
+            if reason is not None:
+                by_kind[reason.kind] = reason
         return tuple(by_kind[k] for k in REASON_ORDER if k in by_kind)
 
     def suggest_batch(self, posts: Sequence[PebbleUploaded | str], k: int = 10) -> list[Suggestions]:
@@ -287,13 +354,14 @@ class Engine:
         ranked, runs = self.rank(batch, k)
         out = []
         for q, pebble in enumerate(pebbles):
+            found = {name: dict(run.query(q)) for name, run in runs.items()}
             recs = []
             for rank, (row, score) in enumerate(ranked.query(q), start=1):
                 product = self.catalog.product(row)
                 assert product is not None  # ranked rows are published, hence live
                 recs.append(
                     Recommendation(
-                        product.id, product.name, rank, float(score), self.explain(batch, runs, q, row)
+                        product.id, product.name, rank, float(score), self.explain(batch, found, q, row)
                     )
                 )
             out.append((pebble.id, tuple(recs)))

@@ -167,16 +167,24 @@ def product_text(
     return normalize(" | ".join(p for p in (head, cats, ", ".join(kept)) if p))
 
 
+@lru_cache(maxsize=4096)
+def stems_by_word(text: str) -> dict[str, str]:
+    """A post's content words by stem (the first spelling of each): explanations compare a
+    post with ten products, so it is computed once per post, not once per product."""
+    kept = [w for w in words(text) if w not in STOPWORDS and w not in FILLER_WORDS and len(w) > 1]
+    by_stem: dict[str, str] = {}
+    for key, word in zip(stem(kept), kept, strict=True):
+        by_stem.setdefault(key, word)
+    return by_stem
+
+
 def shared_words(post: str, product: str, limit: int = 6) -> tuple[list[str], list[str]]:
     """Words of the post and of the product that match after stemming, as written."""
-    post_by_stem: dict[str, str] = {}
-    for word in words(post):
-        if word not in STOPWORDS and word not in FILLER_WORDS and len(word) > 1:
-            post_by_stem.setdefault(stem([word])[0], word)
+    post_by_stem = stems_by_word(post)
     post_terms: list[str] = []
     product_terms: list[str] = []
-    for word in words(product):
-        key = stem([word])[0]
+    product_words = words(product)
+    for word, key in zip(product_words, stem(product_words), strict=True):
         if key in post_by_stem and post_by_stem[key] not in post_terms:
             post_terms.append(post_by_stem[key])
             product_terms.append(word)

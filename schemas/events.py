@@ -105,12 +105,15 @@ class ProductChanged(_Event):
         return self
 
 
+ReasonKind = Literal["words", "brand", "similar_posts", "semantic", "co_tagged", "popular"]
+
+
 class Reason(BaseModel):
     """Why a product was suggested, in words a person can check."""
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["words", "brand", "similar_posts", "semantic", "co_tagged", "popular"]
+    kind: ReasonKind
     text: str
     post_terms: list[str] = Field(default_factory=list)
     product_terms: list[str] = Field(default_factory=list)

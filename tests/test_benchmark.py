@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_export.benchmark import Plan, render_markdown, synthetic_vectors, verdicts
+from model_export.benchmark import Plan, render_markdown, synthetic_catalog, synthetic_vectors, verdicts
 
 
 def test_synthetic_vectors_are_unit_length_and_clustered_like_their_base() -> None:
@@ -45,3 +45,30 @@ def test_verdicts_and_markdown_from_a_partial_report() -> None:
     assert rows["× faster than the original recipe (per request)"]["value"] == 4800.0
     text = render_markdown(report)
     assert "**no**" in text and "boom" in text and "| default | 64 | 160.0 |" in text
+
+
+def test_synthetic_catalog_keeps_the_base_and_adds_distinct_variants() -> None:
+    from consumer.demo import demo_catalog
+
+    base = demo_catalog()
+    grown = synthetic_catalog(base, len(base) + 50)
+    assert len(grown) == len(base) + 50
+    assert [p.id for p in list(grown)[: len(base)]] == [p.id for p in base]
+    texts = grown.texts()
+    assert len(set(texts)) == len(texts)  # every variant gets a vector of its own in the cache
+    variant = grown.get("syn-0")
+    original = next(iter(base))
+    assert variant is not None and variant.name.startswith(original.name)
+    assert variant.keywords == original.keywords and variant.status == original.status
+    assert synthetic_catalog(base, 3).n_rows == len(base)  # never smaller than the base
+
+
+def test_million_section_in_the_report() -> None:
+    run = {"catalog_s": 1.0, "engine_load_s": 2.0, "index": "hnsw", "index_memory_mb": 900.0,
+           "ms_per_pebble_batch64": 9.5, "single_pebble_p50_ms": 30.0, "rss_loaded_mb": 1500.0,
+           "rss_mb": 1600.0, "peak_rss_mb": 2100.0}
+    report = {"million": {"products": 1_000_000, "first_start": run, "restart": run}}
+    rows = {r["target"]: r for r in verdicts(report)}
+    assert rows["whole engine over 1,000,000 products, restarted, peak RSS"]["met"] is False
+    assert "| restart | 1.0 | 2.0 | hnsw (900.0 MB) | 9.5 | 30.0 | 1500.0 | 1600.0 | 2100.0 |" in \
+        render_markdown(report)

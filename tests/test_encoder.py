@@ -102,6 +102,19 @@ def test_cache_persists_and_reloads_without_encoding(tmp_path: Path) -> None:
     assert again.encoded == ["four"]
 
 
+def test_cache_add_serves_given_vectors_without_encoding(tmp_path: Path) -> None:
+    encoder = CountingEncoder()
+    cache = EmbeddingCache(encoder, tmp_path)
+    given = np.eye(32, dtype=np.float32)[:2]
+    cache.add(["made elsewhere", "also elsewhere"], given)
+    cache.save()
+    reloaded = EmbeddingCache(encoder, tmp_path)
+    np.testing.assert_array_equal(reloaded.encode(["also elsewhere", "made elsewhere"]), given[[1, 0]])
+    assert encoder.calls == []
+    with pytest.raises(ValueError, match="2 texts"):
+        cache.add(["a", "b"], np.zeros((2, 5), np.float32))
+
+
 def test_cache_of_another_encoder_version_is_not_reused(tmp_path: Path) -> None:
     cache = EmbeddingCache(CountingEncoder(seed=0), tmp_path)
     cache.encode(["shared text"])

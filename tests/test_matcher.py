@@ -178,3 +178,48 @@ def test_save_load_round_trip_gives_identical_top_10(fake_encoder: HashingEncode
                              strict=True):
         assert [(r.product_id, r.score) for r in before.recommendations] == \
             [(r.product_id, r.score) for r in after.recommendations]
+
+
+def test_hnsw_snapshot_is_reused_and_only_changed_rows_are_reindexed(
+    fake_encoder: HashingEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexed: list[int] = []
+    original = Engine._index_rows
+
+    def counting(self: Engine, rows: object) -> None:
+        indexed.append(len(rows))  # type: ignore[arg-type]
+        original(self, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Engine, "_index_rows", counting)
+    config = EngineConfig.model_validate({"index": "hnsw"})
+    first = Engine.build(demo_catalog(), fake_encoder, config=config, cache_dir=tmp_path)
+    rows = first.catalog.n_rows
+    assert indexed == [rows]
+    snapshots = list(tmp_path.glob("*.index-hnsw"))
+    assert len(snapshots) == 1
+
+    second = Engine.build(demo_catalog(), fake_encoder, config=config, cache_dir=tmp_path)
+    assert indexed == [rows, 0]  # nothing changed: the graph came from the snapshot
+    assert _ids(second.suggest(GLOW, k=10)) == _ids(first.suggest(GLOW, k=10))
+
+    # One product renamed, one deleted: only those rows are re-indexed, and the answers
+    # equal those of an engine built from scratch on the changed catalog.
+    catalog = demo_catalog()
+    renamed = catalog.product(0)
+    assert renamed is not None
+    catalog.upsert(renamed.model_copy(update={"name": "Summer glow serum deluxe"}))
+    gone = catalog.product_id(1)
+    assert gone is not None
+    catalog.delete(gone)
+    catalog.take_changes()
+    third = Engine.build(catalog, fake_encoder, config=config, cache_dir=tmp_path)
+    assert indexed[-1] == 2
+    scratch = Engine.build(catalog, fake_encoder, config=config)  # no cache dir: no snapshot
+    assert _ids(third.suggest(GLOW, k=10)) == _ids(scratch.suggest(GLOW, k=10))
+    assert gone not in _ids(third.suggest(GLOW, k=50))
+
+
+def test_exact_index_keeps_no_snapshot(fake_encoder: HashingEncoder, tmp_path: Path) -> None:
+    Engine.build(demo_catalog(), fake_encoder, config=EngineConfig.model_validate({"index": "exact"}),
+                 cache_dir=tmp_path)
+    assert not list(tmp_path.glob("*.index-*"))

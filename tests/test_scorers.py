@@ -10,11 +10,12 @@ import pytest
 from consumer.catalog import Catalog
 from consumer.demo import demo_catalog, demo_pebbles, demo_tags
 from consumer.encoder import HashingEncoder
-from consumer.history import History
+from consumer.history import History, TaggedPost
 from consumer.matcher import Engine, EngineConfig, ScorerSpec
 from consumer.scorers import SCORERS
 from consumer.scorers.base import QueryBatch, items_matrix, propagate
-from schemas.events import PebbleUploaded, ProductChanged, Reason
+from consumer.scorers.brand import split_into
+from schemas.events import PebbleUploaded, ProductChanged, ProductRecord, Reason
 
 K = 15
 
@@ -55,6 +56,8 @@ def test_scorer_contract(engine: Engine, batch: QueryBatch, name: str) -> None:
         for row, score in got.query(q)[:3]:
             reason = scorer.explain(batch, q, row, score)
             assert reason is None or (isinstance(reason, Reason) and reason.text.strip())
+            # The engine shows one reason per kind and skips scorers of a kind it already has.
+            assert reason is None or reason.kind == scorer.reason_kind
     assert returned_any
     again = scorer.score(batch, K, allowed)
     np.testing.assert_array_equal(again.rows, got.rows)
@@ -207,3 +210,36 @@ def test_brand_handle_matches_the_run_together_brand_name() -> None:
     assert reason == Reason(kind="brand", text="#kinetiqactive is in the product's name, brand or keywords",
                             post_terms=["#kinetiqactive"])
     assert got.query(1) == [] and got.query(2) == []
+
+
+def test_split_into_uses_the_fewest_catalog_words() -> None:
+    vocabulary = {"the", "man", "company", "aakriti", "aa", "kriti", "them", "an"}
+    assert split_into("themancompany", vocabulary) == ("the", "man", "company")
+    assert split_into("aakriti", vocabulary) == ("aakriti",)  # one word beats aa + kriti
+    assert split_into("manx", vocabulary) is None  # "x" is no catalog word
+    assert split_into("", vocabulary) == ()
+
+
+def test_cotag_passes_a_seed_products_score_to_its_tag_partners() -> None:
+    # Three past posts: A+B, A+B, A+C. Co-tag cosine: A–B = 2/√(3·2), A–C = 1/√(3·1).
+    catalog = Catalog([
+        ProductRecord(id="A", name="alpha kurta"), ProductRecord(id="B", name="beta dupatta"),
+        ProductRecord(id="C", name="gamma juttis"), ProductRecord(id="D", name="delta saree"),
+    ])
+    history = History([
+        TaggedPost(post=PebbleUploaded(id=f"p{i}", caption=f"look {i}"), tags=tags)
+        for i, tags in enumerate([("A", "B"), ("A", "B"), ("A", "C")])
+    ])
+    config = EngineConfig(scorers=[ScorerSpec(name="cotag", params={"seed": "bm25", "seeds": 1})])
+    engine = Engine(catalog, HashingEncoder(64), history, config)
+    scorer = engine.scorers["cotag"]
+    batch = engine.prepare([PebbleUploaded(id="q", caption="alpha kurta")])
+    got = scorer.score(batch, 10, np.ones(4, dtype=bool))
+    # The seed (A, relative score 1) votes for its partners, never for itself.
+    rows, scores = zip(*got.query(0), strict=True)
+    assert rows == (1, 2)
+    assert scores == pytest.approx((2 / np.sqrt(6), 1 / np.sqrt(3)), abs=1e-5)
+    reason = scorer.explain(batch, 0, 1, got.query(0)[0][1])
+    assert reason == Reason(kind="co_tagged", text="often tagged together with “alpha kurta”")
+    with pytest.raises(ValueError, match="cannot seed itself"):
+        type(scorer)(seed="cotag")

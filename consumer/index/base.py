@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -16,6 +16,9 @@ class VectorIndex(ABC):
     """Unit vectors keyed by catalog row; inner product is the similarity."""
 
     kind: str
+    # Worth a snapshot beside the embedding cache: rebuilding costs minutes (an HNSW graph of
+    # a million rows), not the seconds of copying cached vectors into a matrix.
+    snapshot: ClassVar[bool] = False
 
     def __init__(self, dim: int, **params: Any) -> None:
         self.dim = dim

@@ -107,6 +107,7 @@ class HnswIndex(VectorIndex):
     """A faiss HNSW graph over catalog rows; filters and deletes are exact, ranking approximate."""
 
     kind = "hnsw"
+    snapshot = True
 
     def __init__(self, dim: int, **params: Any) -> None:
         unknown = set(params) - set(DEFAULTS)

@@ -21,8 +21,8 @@ from consumer.history import History
 from consumer.index.base import VectorIndex
 from consumer.registry import Registry
 from consumer.scorers.bm25 import Postings
-from consumer.text import lexical_tokens
-from schemas.events import PebbleUploaded, Reason
+from consumer.text import lexical_tokens, words
+from schemas.events import PebbleUploaded, Reason, ReasonKind
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ class MatchState:
     history_vectors: np.ndarray
     encode: Callable[[list[str]], np.ndarray] | None = None  # cached text → vector
     history_rows: list[np.ndarray] = field(default_factory=list)  # catalog rows tagged per post
+    history_row_sets: list[frozenset[int]] = field(default_factory=list)  # the same, for lookups
     segment: Callable[[str], tuple[str, ...]] | None = None  # the catalog-aware hashtag segmenter
+    product_words: set[str] = field(default_factory=set)  # every word of a product text, as written
     _lexical: Postings | None = None
 
     def map_history_rows(self) -> None:
@@ -61,21 +63,27 @@ class MatchState:
         for item in self.history:
             rows = [self.catalog.row_of(pid) for pid in item.tags]
             self.history_rows.append(np.array([r for r in rows if r is not None], dtype=np.int64))
+        self.history_row_sets = [frozenset(rows.tolist()) for rows in self.history_rows]
 
     def product_postings(self) -> Postings:
         """Stemmed product texts by catalog row, shared by every lexical scorer (built once)."""
         if self._lexical is None:
             rows = [r for r in range(self.catalog.n_rows) if self.catalog.is_live(r)]
             self._lexical = Postings()
-            self._lexical.upsert(rows, [lexical_tokens(self.catalog.text(r)) for r in rows])
+            self._lexical.upsert(rows, [self._tokens(r) for r in rows])
         return self._lexical
+
+    def _tokens(self, row: int) -> list[str]:
+        text = self.catalog.text(row)
+        self.product_words.update(words(text))
+        return lexical_tokens(text)
 
     def sync_products(self, changed_rows: set[int]) -> None:
         """Bring the shared product postings up to date (before the scorers refresh)."""
         if self._lexical is None or not changed_rows:
             return
         live = sorted(r for r in changed_rows if self.catalog.is_live(r))
-        self._lexical.upsert(live, [lexical_tokens(self.catalog.text(r)) for r in live])
+        self._lexical.upsert(live, [self._tokens(r) for r in live])
         self._lexical.remove(r for r in changed_rows if not self.catalog.is_live(r))
 
     def items(self) -> sparse.csr_matrix:
@@ -101,6 +109,7 @@ class Scorer(ABC):
     """One signal. Parameters are plain keyword arguments, saved in the engine's config."""
 
     name: ClassVar[str]
+    reason_kind: ClassVar[ReasonKind]  # the kind of Reason ``explain`` gives (the engine shows one per kind)
 
     def __init__(self, **params: Any) -> None:
         self.params = params

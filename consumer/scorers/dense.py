@@ -13,6 +13,7 @@ from schemas.events import Reason
 @SCORERS.register("dense")
 class DenseScorer(Scorer):
     name = "dense"
+    reason_kind = "semantic"
     _index: VectorIndex
 
     def fit(self, state: MatchState) -> None:
@@ -25,4 +26,4 @@ class DenseScorer(Scorer):
         return self._index.search(batch.vectors, k, allowed)
 
     def explain(self, batch: QueryBatch, query: int, row: int, score: float) -> Reason | None:
-        return Reason(kind="semantic", text=f"post and product read alike (cosine {score:.2f})")
+        return Reason(kind=self.reason_kind, text=f"post and product read alike (cosine {score:.2f})")

@@ -20,6 +20,7 @@ from schemas.events import Reason
 @SCORERS.register("bm25")
 class BM25Scorer(Scorer):
     name = "bm25"
+    reason_kind = "words"
 
     def __init__(self, k1: float = 0.9, b: float = 0.4, **params: Any) -> None:
         super().__init__(k1=k1, b=b, **params)
@@ -43,7 +44,7 @@ class BM25Scorer(Scorer):
             return None
         pairs = [p if p == q else f"{p}~{q}" for p, q in zip(post_terms, product_terms, strict=True)]
         return Reason(
-            kind="words",
+            kind=self.reason_kind,
             text="post and product share " + ", ".join(pairs),
             post_terms=post_terms,
             product_terms=product_terms,

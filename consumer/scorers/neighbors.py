@@ -53,6 +53,7 @@ class HandleVectors:
 @SCORERS.register("neighbors")
 class NeighborsScorer(Scorer):
     name = "neighbors"
+    reason_kind = "similar_posts"
 
     def __init__(
         self, similarity: str = "dense", neighbors: int = 20, power: float = 4.0, **params: Any
@@ -96,11 +97,11 @@ class NeighborsScorer(Scorer):
     def explain(self, batch: QueryBatch, query: int, row: int, score: float) -> Reason | None:
         if query >= len(self._last_top):
             return None
-        rows = self._state.history_rows
+        tagged = self._state.history_row_sets
         voters = [
-            int(i)
-            for i, s in zip(self._last_top[query], self._last_sims[query], strict=True)
-            if s > 0 and row in rows[int(i)]
+            i
+            for i, s in zip(self._last_top[query].tolist(), self._last_sims[query].tolist(), strict=True)
+            if s > 0 and row in tagged[i]
         ]
         if not voters:
             return None
@@ -108,6 +109,5 @@ class NeighborsScorer(Scorer):
         snippet = " ".join(example.caption.split())[:60] or " ".join(example.hashtags[:4])
         by = {"dense": "meaning", "bm25": "words", "handles": "hashtags"}[self.params["similarity"]]
         posts = "post" if len(voters) == 1 else "posts"
-        return Reason(
-            kind="similar_posts", text=f"tagged on {len(voters)} past {posts} alike in {by}, e.g. “{snippet}”"
-        )
+        text = f"tagged on {len(voters)} past {posts} alike in {by}, e.g. “{snippet}”"
+        return Reason(kind=self.reason_kind, text=text)

@@ -14,6 +14,7 @@ class PopularityScorer(Scorer):
     """The same list for every post; computed once, filtered per batch (no catalog pass)."""
 
     name = "popularity"
+    reason_kind = "popular"
 
     def fit(self, state: MatchState) -> None:
         counts = state.product_frequency()
@@ -33,4 +34,4 @@ class PopularityScorer(Scorer):
         times = round(float(np.expm1(score)))
         if times <= 0:
             return None
-        return Reason(kind="popular", text=f"tagged {times} time{'s' if times > 1 else ''} before")
+        return Reason(kind=self.reason_kind, text=f"tagged {times} time{'s' if times > 1 else ''} before")

@@ -27,6 +27,7 @@ class ProfileScorer(Scorer):
     the scorer holds memory for the tagged products alone, whatever the catalog's size."""
 
     name = "profile"
+    reason_kind = "similar_posts"
 
     def __init__(
         self,
@@ -111,6 +112,6 @@ class ProfileScorer(Scorer):
             return None
         how = "in words" if self.params["similarity"] == "bm25" else "in meaning"
         return Reason(
-            kind="similar_posts",
+            kind=self.reason_kind,
             text=f"post is like the {times} past post{'s' if times > 1 else ''} that tagged it ({how})",
         )
