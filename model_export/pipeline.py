@@ -160,6 +160,10 @@ def run_evaluation(
         "seconds": round(time.perf_counter() - started, 1),
     }
     report["slices"] = slices(rankings, data)
+    if model is not None and manifest.get("ablation") and (seed, validation) == (
+        split.get("seed"), split.get("fraction")
+    ):  # the training run's ablation was measured on these very posts
+        report["ablation"] = manifest["ablation"]
     if with_baselines:
         report["baselines"] = baselines(
             dataset, data, size, threads, finetuned=engine.encoder if model is not None else None

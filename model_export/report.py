@@ -175,6 +175,12 @@ def render_report(report: dict[str, Any], examples: Sequence[dict[str, Any]], ti
     columns = ["recall@1", "recall@5", "recall@10", "recall@50", "ndcg@10", "mrr@10", "coverage@10"]
     slice_rows = sorted(report.get("slices", {}).items())
     slice_cols = ["recall@10", "ndcg@10", "mrr@10", "posts", "pairs"]
+    ablation = list((report.get("ablation") or {}).items())
+    ablation_html = "" if not ablation else f"""<h2>What each signal adds</h2>
+<p>From the model's training run, on the same validation posts: the blend refit on the
+engine's signals, without each of them, with each measured signal added, and each alone.</p>
+{grouped_bars(ablation, ["ndcg@10"])}
+{_table(ablation, ["recall@1", "recall@10", "recall@50", "ndcg@10", "mrr@10"])}"""
     info = report.get("info", {})
     info_rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in info.items())
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>
@@ -191,6 +197,7 @@ def render_report(report: dict[str, Any], examples: Sequence[dict[str, Any]], ti
 <p>Posts by number of tagged products and by whether their tags were seen in training; tagged
 products (post, product pairs) by cold/warm and brand.</p>
 {_table(slice_rows, slice_cols)}
+{ablation_html}
 <h2>Example posts</h2>
 {_examples(examples)}
 <h2>Run</h2><table>{info_rows}</table>
