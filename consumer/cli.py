@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", dest="bench_model", type=Path, default=None,
                    help="model folder (default: models/hypd if trained, else the base model)")
     p.add_argument("--sections", nargs="*", default=None,
-                   choices=["inprocess", "broker", "recipe", "encoding", "scaling"],
+                   choices=["inprocess", "broker", "recipe", "encoding", "scaling", "million"],
                    help="run only these sections (default: all)")
     p.set_defaults(func=cmd_bench)
 

@@ -808,6 +808,7 @@ def _seed_million_cache(model_dir: Path, warm_cache: Path, cache_dir: Path, n: i
     base = hypd_catalog()
     texts = synthetic_catalog(base, n).texts()
     real = warm.encode(texts[: base.n_rows])
+    seeded.add(texts[: base.n_rows], real)
     seeded.add(texts[base.n_rows :], synthetic_vectors(real, n - base.n_rows, seed=11))
     seeded.save()
 
@@ -818,6 +819,7 @@ def _million_child(model_dir: str, cache_dir: str, n: int, pebbles: int, results
     built = time.perf_counter()
     rss_catalog = _rss_mb()
     engine = Engine.load(Path(model_dir), catalog, cache_dir=Path(cache_dir))
+    engine.cache.save()  # as a worker does: past posts this catalog segments anew, encoded once
     loaded = time.perf_counter()
     rss_loaded = _rss_mb()
     posts = hypd_pebbles()[:pebbles]
