@@ -186,7 +186,7 @@ class EmbeddingCache:
 
     def __init__(self, encoder: Encoder, directory: Path | None = None) -> None:
         self.encoder = encoder
-        self.path = None if directory is None else directory / _safe(encoder.cache_key())
+        self.path = None if directory is None else directory / safe_name(encoder.cache_key())
         self._keys = np.zeros(0, dtype=np.uint64)  # saved keys, ascending
         self._file: BinaryIO | None = None  # the saved vectors (.npy), rows in key order
         self._offset = 0
@@ -259,7 +259,7 @@ class EmbeddingCache:
     def copy_of(cls, other: EmbeddingCache, directory: Path) -> EmbeddingCache:
         """The same vectors, to be saved elsewhere (e.g. into a model folder)."""
         copy = cls(other.encoder)
-        copy.path = directory / _safe(other.encoder.cache_key())
+        copy.path = directory / safe_name(other.encoder.cache_key())
         copy._keys = other._keys
         copy._ram = other._read(np.arange(len(other._keys))) if len(other._keys) else None
         copy._new = dict(other._new)
@@ -312,5 +312,5 @@ class EmbeddingCache:
         self._keys, self._file, self._offset, self._ram = keys, handle, handle.tell(), None
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from consumer.candidates import Candidates
 from consumer.catalog import Catalog, Product
-from consumer.encoder import ENCODER_CONFIG, EmbeddingCache, Encoder, load_encoder, text_key
+from consumer.encoder import ENCODER_CONFIG, EmbeddingCache, Encoder, load_encoder, safe_name, text_key
 from consumer.fusion import Fusion, Pool, make_fusion, pool
 from consumer.history import History
 from consumer.index import INDEXES, VectorIndex, make_index
@@ -147,8 +147,12 @@ class Engine:
         history: History | None = None,
         config: EngineConfig | None = None,
         cache: EmbeddingCache | None = None,
+        index_dir: Path | None = None,
     ) -> None:
+        """``index_dir``: where slow-to-build indexes keep their snapshot (default: beside
+        the embedding cache; none without either)."""
         self.config = config or EngineConfig()
+        self.index_dir = index_dir
         self.catalog = catalog
         self.encoder = encoder
         self.history = history or History()
@@ -229,9 +233,11 @@ class Engine:
         return index
 
     def _snapshot_path(self, kind: str) -> Path | None:
-        if self.cache.path is None:
-            return None
-        return self.cache.path.with_name(f"{self.cache.path.name}.index-{kind}")
+        """``<cache key of the encoder>.index-<kind>``: one per encoder and index kind."""
+        name = f"{safe_name(self.encoder.cache_key())}.index-{kind}"
+        if self.index_dir is not None:
+            return self.index_dir / name
+        return None if self.cache.path is None else self.cache.path.parent / name
 
     def _row_keys(self) -> np.ndarray:
         """Per catalog row, the hash of the text its vector encodes (0: no live product)."""
@@ -438,11 +444,13 @@ class Engine:
         threads: int = 1,
         cache_dir: Path | None = None,
         overrides: dict[str, Any] | None = None,
+        index_dir: Path | None = None,
     ) -> Engine:
         """Load a model folder against a catalog (from a file, a snapshot or the topic).
 
         ``overrides`` replaces fields of the saved config that belong to the deployment,
-        not the model (e.g. ``index``, ``index_threshold``, ``brand_filter``)."""
+        not the model (e.g. ``index``, ``index_threshold``, ``brand_filter``); ``index_dir``
+        is a writable place for index snapshots when the model folder is read-only."""
         config = EngineConfig.model_validate_json((path / "engine.json").read_text(encoding="utf-8"))
         if overrides:
             config = config.model_copy(update=overrides)
@@ -450,4 +458,4 @@ class Engine:
         cache = EmbeddingCache(encoder, cache_dir or path / "cache")
         history_path = path / "history.jsonl"
         history = History.load(history_path) if history_path.exists() else History()
-        return cls(catalog, encoder, history, config, cache)
+        return cls(catalog, encoder, history, config, cache, index_dir)

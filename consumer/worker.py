@@ -203,8 +203,9 @@ def open_engine(model_dir: Path, catalog: Catalog, settings: Settings) -> Engine
     cache_dir = model_dir / "cache" if (model_dir / "cache").is_dir() else settings.cache_dir
     deployment = {"index": settings.index, "index_threshold": settings.index_threshold,
                   "brand_filter": settings.brand_filter}
+    # Index snapshots go to the writable cache dir: the model folder may be a read-only volume.
     engine = Engine.load(model_dir, catalog, threads=settings.threads, cache_dir=cache_dir,
-                         overrides=deployment)
+                         overrides=deployment, index_dir=settings.cache_dir / "index")
     try:
         engine.cache.save()  # the next start encodes only new or changed products
     except OSError as exc:  # a read-only model volume is fine; the cache is an optimisation

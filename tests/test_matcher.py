@@ -219,6 +219,13 @@ def test_hnsw_snapshot_is_reused_and_only_changed_rows_are_reindexed(
     assert gone not in _ids(third.suggest(GLOW, k=50))
 
 
+def test_index_snapshot_goes_to_index_dir_when_given(fake_encoder: HashingEncoder, tmp_path: Path) -> None:
+    # A worker's model folder may be read-only: snapshots then live in its writable cache dir.
+    config = EngineConfig.model_validate({"index": "hnsw"})
+    Engine(demo_catalog(), fake_encoder, config=config, index_dir=tmp_path / "index")
+    assert [p.name for p in (tmp_path / "index").iterdir()] == [f"{fake_encoder.cache_key()}.index-hnsw"]
+
+
 def test_exact_index_keeps_no_snapshot(fake_encoder: HashingEncoder, tmp_path: Path) -> None:
     Engine.build(demo_catalog(), fake_encoder, config=EngineConfig.model_validate({"index": "exact"}),
                  cache_dir=tmp_path)
