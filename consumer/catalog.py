@@ -33,6 +33,17 @@ from schemas.events import ProductRecord
 Product = ProductRecord
 
 _DECODED = 4096  # decoded products kept (an LRU): the ones recent responses showed
+_MOD = 1 << 64
+
+
+def _hash(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _grown(array: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros(size, dtype=array.dtype)
+    out[: len(array)] = array
+    return out
 
 # Column names seen in platform exports, mapped to ProductRecord's.
 _ALIASES = {"_id": "id", "product_id": "id", "brand": "brand_id", "title": "name"}
@@ -127,6 +138,8 @@ class Catalog:
         self._row_of: dict[str, int] = {}
         self._published = np.zeros(0, dtype=bool)
         self._texts: list[str] = []
+        self._hashes = np.zeros(0, dtype=np.uint64)  # per row: hash of the product's JSON
+        self._digest = 0  # Σ hashes of live products mod 2⁶⁴: the fingerprint, kept current
         self._decoded: OrderedDict[int, Product] = OrderedDict()
         self.version = 0
         self.changed_rows: set[int] = set()  # rows changed since the last take_changes()
@@ -198,7 +211,8 @@ class Catalog:
     # -- changing ----------------------------------------------------------------------
     def upsert(self, product: Product) -> int:
         row = self._row_of.get(product.id)
-        record = zlib.compress(product.model_dump_json(exclude_defaults=True).encode("utf-8"))
+        data = product.model_dump_json(exclude_defaults=True).encode("utf-8")
+        record = zlib.compress(data)
         if row is None:
             row = len(self._records)
             self._records.append(record)
@@ -207,12 +221,15 @@ class Catalog:
             self._texts.append("")
             self._row_of[product.id] = row
             if row >= len(self._published):  # amortised growth, no per-insert copy
-                grown = np.zeros(max(16, 2 * len(self._published)), dtype=bool)
-                grown[: len(self._published)] = self._published
-                self._published = grown
+                size = max(16, 2 * len(self._published))
+                self._published = _grown(self._published, size)
+                self._hashes = _grown(self._hashes, size)
         else:
             self._records[row] = record
             self._decoded.pop(row, None)
+            self._digest = (self._digest - int(self._hashes[row])) % _MOD
+        self._hashes[row] = _hash(data)
+        self._digest = (self._digest + int(self._hashes[row])) % _MOD
         self._brands[row] = sys.intern(product.brand_id) if product.brand_id else None
         self._texts[row] = product_text(
             product.name,
@@ -234,6 +251,8 @@ class Catalog:
         if row is None:
             return None
         self._records[row] = None
+        self._digest = (self._digest - int(self._hashes[row])) % _MOD
+        self._hashes[row] = 0
         self._ids[row] = None
         self._brands[row] = None
         self._decoded.pop(row, None)
@@ -249,14 +268,28 @@ class Catalog:
 
     # -- identity and persistence --------------------------------------------------------
     def fingerprint(self) -> str:
-        """Content hash of the live products, independent of row order."""
-        digest = hashlib.sha256()
-        for product_id in sorted(self._row_of):  # one product decoded at a time
-            row = self._row_of[product_id]
-            record = self._records[row]
-            assert record is not None
-            digest.update(self._decode(row, record, keep=False).model_dump_json().encode())
-        return digest.hexdigest()[:16]
+        """Content hash of the live products, independent of row order and of the file
+        format they came from; O(1): kept current by every upsert and delete (a worker stamps
+        it on every suggestion, and hashing a million products per change would stall it)."""
+        return f"{self._digest:016x}"
+
+    def copy(self) -> Catalog:
+        """An independent catalog with the same products: the columns are copied, no record
+        is decoded (a model swap loads its engine on a copy while the old one serves)."""
+        other = Catalog()
+        other._records, other._ids, other._brands = list(self._records), list(self._ids), list(self._brands)
+        other._row_of, other._texts = dict(self._row_of), list(self._texts)
+        other._published, other._hashes = self._published.copy(), self._hashes.copy()
+        other._digest, other.version = self._digest, self.version
+        return other
+
+    def names(self) -> Iterator[tuple[str, str | None]]:
+        """(name, brand name) of every live product, read from the stored JSON without
+        building product objects (a million of those take minutes)."""
+        for record in self._records:
+            if record is not None:
+                data = json.loads(zlib.decompress(record))
+                yield data["name"], data.get("brand_name")
 
     def save(self, path: Path) -> None:
         """A snapshot: products in row order (tombstones kept) plus a manifest."""

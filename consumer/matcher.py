@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from consumer.candidates import Candidates
-from consumer.catalog import Catalog, Product
+from consumer.catalog import Catalog
 from consumer.encoder import ENCODER_CONFIG, EmbeddingCache, Encoder, load_encoder, safe_name, text_key
 from consumer.fusion import Fusion, Pool, make_fusion, pool
 from consumer.history import History
@@ -40,15 +40,15 @@ INDEX_CHUNK = 65_536  # products encoded (or read from the cache) and indexed at
 ROW_KEYS = "row_text_keys.npy"  # in an index snapshot: what each row's vector encodes
 
 
-def name_words(products: Iterable[Product]) -> set[str]:
-    """The words of product and brand names: what hashtag segmentation should know."""
-    return {w for p in products for w in (*words(p.name), *words(p.brand_name or ""))}
+def name_words(names: Iterable[tuple[str, str | None]]) -> set[str]:
+    """The words of (product name, brand name) pairs: what hashtag segmentation should know."""
+    return {w for name, brand in names for w in (*words(name), *words(brand or ""))}
 
 
 def catalog_segmenter(catalog: Catalog) -> HashtagSegmenter:
     """Hashtag segmentation that knows the catalog's product and brand names (training and
     serving must segment alike, so both build it here)."""
-    return HashtagSegmenter(name_words(catalog))
+    return HashtagSegmenter(name_words(catalog.names()))
 
 
 class ScorerSpec(BaseModel):
@@ -286,7 +286,7 @@ class Engine:
             return
         self._index_rows(np.array(sorted(changed), dtype=np.int64))
         products = [p for r in changed if (p := self.catalog.product(r)) is not None]
-        self.segmenter.add(name_words(products))
+        self.segmenter.add(name_words((p.name, p.brand_name) for p in products))
         self.state.sync_products(changed)
         self.state.map_history_rows()
         for scorer in self.scorers.values():

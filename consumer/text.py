@@ -38,7 +38,9 @@ _STEMMER = Stemmer.Stemmer("english")
 def normalize(text: str) -> str:
     """NFKC, lower case, no control characters: one form for every reader and model."""
     text = unicodedata.normalize("NFKC", text)
-    return "".join(ch for ch in text if ch.isprintable() or ch in "\n\t").lower()
+    if not text.isprintable():  # the rare text with control characters: filter per character
+        text = "".join(ch for ch in text if ch.isprintable() or ch in "\n\t")
+    return text.lower()
 
 
 def words(text: str) -> list[str]:

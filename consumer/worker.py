@@ -273,7 +273,6 @@ class Worker:
         self._txn_failures = 0
         # Dead letters from the side topics: sent with the next commit.
         self._pending_letters: list[Outgoing] = []
-        self._fingerprint: tuple[int, int, str] | None = None
         # Model swap: a request (from a signal handler, the control topic or a caller), a
         # loader thread, and the catalog changes applied since the loader's snapshot.
         self._swap_requested = False
@@ -525,7 +524,7 @@ class Worker:
             self.metrics.encode_seconds.observe(sum(r.encode_ms for r in answered) / 1000)
             self.metrics.match_seconds.observe(sum(r.match_ms for r in answered) / 1000)
         share_ms = (time.perf_counter() - started) * 1000 / max(1, len(valid))
-        catalog_version = self._catalog_version(engine)
+        catalog_version = engine.catalog.fingerprint()
         for (i, pebble), result in zip(valid, results, strict=True):
             if isinstance(result, _Failure):
                 failed = Rejection("processing_failed", result.reason)
@@ -611,14 +610,6 @@ class Worker:
             reason=rejection.error_type,
         )
 
-    def _catalog_version(self, engine: Engine) -> str:
-        # A content hash is O(catalog); recompute only when the catalog changed.
-        catalog = engine.catalog
-        cached = self._fingerprint
-        if cached is None or cached[:2] != (id(catalog), catalog.version):
-            cached = (id(catalog), catalog.version, catalog.fingerprint())
-            self._fingerprint = cached
-        return cached[2]
 
     # -- delivery --------------------------------------------------------------------------
     def _deliver(self, outgoing: list[Outgoing], messages: Sequence[Message]) -> bool:
@@ -977,7 +968,7 @@ class Worker:
             self._swap_requested = False
             # The loader gets its own copy of the catalog; changes applied meanwhile are
             # recorded and replayed onto it before the swap.
-            snapshot = Catalog(list(self.engine.catalog))
+            snapshot = self.engine.catalog.copy()
             self._changes_since_snapshot = []
             self._loader = threading.Thread(target=self._load, args=(self._swap_dir, snapshot),
                                             name="keyblend-model-loader", daemon=True)

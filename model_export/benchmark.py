@@ -43,7 +43,7 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -51,7 +51,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from consumer.catalog import Catalog  # noqa: E402
+from consumer.catalog import Catalog, Product  # noqa: E402
 from consumer.encoder import EmbeddingCache, OnnxEncoder  # noqa: E402
 from consumer.history import read_posts  # noqa: E402
 from consumer.matcher import Engine  # noqa: E402
@@ -784,14 +784,19 @@ _VARIANTS = ("black", "white", "red", "navy", "olive", "beige", "pink", "grey", 
 
 def synthetic_catalog(base: Catalog, n: int) -> Catalog:
     """The base products, then variants of them up to n: the name plus variant words and an
-    edition number (so every text, and its cached vector, is distinct), the same keywords."""
+    edition number (so every text, and its cached vector, is distinct), the same keywords.
+    Streamed into the catalog one at a time, as a file is read: a million product objects
+    at once would take gigabytes the worker never holds."""
     products = list(base)
-    out = list(products)
-    for i in range(max(0, n - len(products))):
-        p = products[i % len(products)]
-        a, b = _VARIANTS[i % len(_VARIANTS)], _VARIANTS[(i // len(_VARIANTS)) % len(_VARIANTS)]
-        out.append(p.model_copy(update={"id": f"syn-{i}", "name": f"{p.name} {a} {b} v{i // len(products)}"}))
-    return Catalog(out)
+
+    def variants() -> Iterator[Product]:
+        yield from products
+        for i in range(max(0, n - len(products))):
+            p = products[i % len(products)]
+            a, b = _VARIANTS[i % len(_VARIANTS)], _VARIANTS[(i // len(_VARIANTS)) % len(_VARIANTS)]
+            yield p.model_copy(update={"id": f"syn-{i}", "name": f"{p.name} {a} {b} v{i // len(products)}"})
+
+    return Catalog(variants())
 
 
 def _seed_million_cache(model_dir: Path, warm_cache: Path, cache_dir: Path, n: int,

@@ -80,6 +80,32 @@ def test_fingerprint_ignores_order_and_tombstones_but_not_content() -> None:
     assert priced.fingerprint() != Catalog([a, b, c]).fingerprint()
 
 
+def test_fingerprint_after_changes_equals_a_fresh_catalogs() -> None:
+    catalog = Catalog([_p(str(i)) for i in range(40)])  # past the columns' first growth
+    catalog.upsert(_p("3", name="Renamed"))
+    catalog.upsert(_p("3", name="Renamed again"))
+    catalog.delete("7")
+    catalog.upsert(_p("7", name="Back"))
+    catalog.delete("9")
+    fresh = Catalog([*(_p(str(i)) for i in range(40) if i not in (3, 7, 9)),
+                     _p("3", name="Renamed again"), _p("7", name="Back")])
+    assert catalog.fingerprint() == fresh.fingerprint()
+    assert Catalog().fingerprint() == "0" * 16
+
+
+def test_copy_is_independent_and_names_come_without_models() -> None:
+    catalog = Catalog([_p("a", name="Glow Serum", brand_name="Glowora"), _p("b", name="Tote")])
+    copy = catalog.copy()
+    copy.upsert(_p("c", name="Kurta"))
+    copy.delete("a")
+    assert [p.id for p in catalog] == ["a", "b"] and catalog.get("a") is not None
+    assert [p.id for p in copy] == ["b", "c"]
+    assert copy.fingerprint() == Catalog([_p("b", name="Tote"), _p("c", name="Kurta")]).fingerprint()
+    assert catalog.fingerprint() != copy.fingerprint()
+    assert list(catalog.names()) == [("Glow Serum", "Glowora"), ("Tote", None)]
+    assert copy.text(0) == "" and catalog.text(0) == catalog.copy().text(0) != ""
+
+
 def test_snapshot_round_trip_keeps_rows_and_tombstones(tmp_path: Path) -> None:
     catalog = Catalog([_p("a", keywords=["x"]), _p("b", status="draft"), _p("c"), _p("d")])
     catalog.delete("b")

@@ -262,12 +262,14 @@ class Bm25:
     """
 
     def __init__(self, postings: Postings, k1: float = 1.2, b: float = 0.75,
-                 base: Postings | None = None, base_weight: float = 1.0, heavy_min: int = 20_000) -> None:
+                 base: Postings | None = None, base_weight: float = 1.0, heavy_min: int = 20_000,
+                 heavy_fraction: float = 0.05) -> None:
         if base is not None and base.vocab is not postings.vocab:
             raise ValueError("an overlay and its base must share one vocabulary")
         self.postings, self.base = postings, base
         self.k1, self.b, self.base_weight = k1, b, base_weight
-        self.heavy_min = heavy_min  # postings past which a term may be skipped (MaxScore)
+        # A term is "heavy" (skipped first, MaxScore) past max(heavy_min, heavy_fraction × N) postings.
+        self.heavy_min, self.heavy_fraction = heavy_min, heavy_fraction
         self._overlap_key: tuple[int, int] | None = None
         self._overlap_df = np.zeros(0, dtype=np.int64)
         self._overlap_n = 0
@@ -407,7 +409,7 @@ class Bm25:
         per_query, terms = self._queries(queries)
         n, avgdl, df = self._stats(terms)
         idf = self._idf(n, df)
-        threshold = max(self.heavy_min, int(0.05 * n))
+        threshold = max(self.heavy_min, int(self.heavy_fraction * n))
         heavy = np.array([self._length(int(t)) > threshold for t in terms], dtype=bool)
         out = Candidates.empty(len(per_query), k)
         light = self._matrix(per_query, terms[~heavy], idf[~heavy], avgdl)

@@ -148,9 +148,12 @@ class BrandScorer(Scorer):
             return None
         # Products holding every word of the handle; a handle on many products says nothing.
         candidates: np.ndarray | None = None
-        for term in terms:
-            docs = np.unique(self._postings.postings(term)[0])
-            candidates = docs if candidates is None else np.intersect1d(candidates, docs, assume_unique=True)
+        for term in terms:  # shortest postings first, so the candidates only shrink
+            docs = self._postings.postings(term)[0]  # distinct documents
+            # A lookup table over the long lists, not a sort: "pack" is on 110,000 of a
+            # million products, and sorting its postings for each new handle cost ms.
+            candidates = np.sort(docs) if candidates is None else candidates[
+                np.isin(candidates, docs, kind="table")]
             if len(candidates) == 0:
                 return None
         assert candidates is not None
