@@ -119,3 +119,20 @@ def test_top_skips_common_terms_only_when_that_is_exact() -> None:
         np.testing.assert_array_equal(got.rows, expected.rows)
         np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-6)
     assert (got.rows[4] == -1).all()
+
+
+def test_first_load_streams_a_generator_and_checks_the_count() -> None:
+    documents = _demo_documents()
+    ids = list(range(len(documents)))
+    streamed = Postings(min_merge=10)  # the bulk path
+    streamed.upsert(ids, (d for d in documents))
+    one_by_one = Postings(min_merge=10**9)  # the delta path
+    one_by_one.upsert(ids, documents)
+    queries = _queries()
+    np.testing.assert_allclose(Bm25(streamed).dense_scores(queries), Bm25(one_by_one).dense_scores(queries),
+                               atol=1e-6)
+    for bulk in (10, 10**9):
+        with pytest.raises(ValueError, match="one token list"):
+            Postings(min_merge=bulk).upsert([*ids, len(ids)], iter(documents))
+        with pytest.raises(ValueError, match="one token list"):
+            Postings(min_merge=bulk).upsert(ids[:-1], iter(documents))

@@ -70,7 +70,7 @@ class MatchState:
         if self._lexical is None:
             rows = [r for r in range(self.catalog.n_rows) if self.catalog.is_live(r)]
             self._lexical = Postings()
-            self._lexical.upsert(rows, [self._tokens(r) for r in rows])
+            self._lexical.upsert(rows, (self._tokens(r) for r in rows))
         return self._lexical
 
     def _tokens(self, row: int) -> list[str]:

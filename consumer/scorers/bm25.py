@@ -20,6 +20,7 @@ share of the catalog) when it can prove they cannot change the top k (MaxScore).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -138,17 +139,21 @@ class Postings:
         self.dl, self.live = _grown(self.dl, n), _grown(self.live, n)
         self._in_main = _grown(self._in_main, n)
 
-    def upsert(self, docs: Sequence[int], documents: Sequence[Sequence[str]]) -> None:
-        """Write documents (replacing earlier versions); an empty document is live with dl 0."""
-        if len(docs) != len(documents):
-            raise ValueError("one token list per document id")
+    def upsert(self, docs: Sequence[int], documents: Iterable[Sequence[str]]) -> None:
+        """Write documents (replacing earlier versions); an empty document is live with dl 0.
+
+        ``documents`` may be a generator: a first load streams it, so a million products'
+        tokens never sit in memory as strings at once (that alone took gigabytes)."""
         if not len(docs):
             return
         self._fit_docs(max(docs) + 1)
         self._n_docs = max(self._n_docs, max(docs) + 1)
         if self.n_live == 0 and not self._delta and len(docs) > self.min_merge:
-            self._build_main(np.asarray(docs, dtype=np.int64), [self._ids(d) for d in documents])
+            self._build_main(np.asarray(docs, dtype=np.int64), documents)
             return
+        documents = list(documents)
+        if len(docs) != len(documents):
+            raise ValueError("one token list per document id")
         for doc, tokens in zip(docs, documents, strict=True):
             self._drop(doc)
             terms, counts = np.unique(self._ids(tokens), return_counts=True)
@@ -214,36 +219,59 @@ class Postings:
         self._delta.clear()
         self._delta_postings.clear()
 
-    def _build_main(self, docs: np.ndarray, term_lists: list[np.ndarray]) -> None:
-        """First load: count terms per document with one sort instead of a dict per document."""
+    def _build_main(self, docs: np.ndarray, documents: Iterable[Sequence[str]]) -> None:
+        """First load: term ids streamed into one flat array, then terms counted per document
+        with one sort instead of a dict per document."""
+        vocab = self.vocab
+        flat = array("q")  # term ids of every document, back to back: 8 bytes each, no objects
+        lengths = np.zeros(len(docs), dtype=np.int64)
+        n = 0
+        for n, tokens in enumerate(documents, start=1):
+            if n > len(docs):
+                break
+            flat.extend([vocab.setdefault(t, len(vocab)) for t in tokens])
+            lengths[n - 1] = len(tokens)
+        if n != len(docs):
+            raise ValueError("one token list per document id")
         self._fit_terms()
-        n_terms = max(len(self.vocab), 1)
-        lengths = np.array([len(t) for t in term_lists], dtype=np.int64)
-        codes = np.repeat(docs, lengths) * n_terms + (
-            np.concatenate(term_lists) if len(term_lists) else _EMPTY_INT
-        )
+        n_terms = max(len(vocab), 1)
+        codes = np.repeat(docs, lengths)
+        codes *= n_terms
+        codes += np.frombuffer(flat, dtype=np.int64)
+        del flat
         unique, counts = np.unique(codes, return_counts=True)
-        self._set_main(unique // n_terms, unique % n_terms, counts)
+        del codes
+        d = (unique // n_terms).astype(np.int32)
+        unique %= n_terms
+        t = unique.astype(np.int32)
+        del unique
+        self._set_main(d, t, counts, doc_sorted=True)
         self.live[docs] = True
         self.dl[docs] = lengths
         self.n_live = int(self.live.sum())
         self.total = float(self.dl[self.live].sum())
         self.version += 1
 
-    def _set_main(self, d: np.ndarray, t: np.ndarray, f: np.ndarray) -> None:
+    def _set_main(self, d: np.ndarray, t: np.ndarray, f: np.ndarray, doc_sorted: bool = False) -> None:
+        """Main segment from (document, term, frequency) triples, each pair once; int32 ids
+        keep a million products' ~50M postings at 10 bytes each."""
         n_docs, n_terms = len(self.live), len(self.vocab)
-        by_doc = np.lexsort((t, d))
-        self._d_terms = t[by_doc].astype(np.int32)
-        self._d_indptr = np.concatenate([[0], np.cumsum(np.bincount(d, minlength=n_docs))])
-        by_term = np.lexsort((d, t))
-        self._t_docs = d[by_term].astype(np.int32)
+        if not doc_sorted:
+            by_doc = np.lexsort((t, d))
+            d, t, f = d[by_doc], t[by_doc], f[by_doc]
+        d32, t32 = d.astype(np.int32, copy=False), t.astype(np.int32, copy=False)
+        self._d_terms = t32
+        self._d_indptr = np.concatenate([[0], np.cumsum(np.bincount(d32, minlength=n_docs))])
+        by_term = np.argsort(t32, kind="stable")  # stable: documents stay ascending per term
+        self._t_docs = d32[by_term]
         self._t_tf = np.minimum(f[by_term], np.iinfo(np.uint16).max).astype(np.uint16)
-        self._t_indptr = np.concatenate([[0], np.cumsum(np.bincount(t, minlength=n_terms))])
+        del by_term
+        self._t_indptr = np.concatenate([[0], np.cumsum(np.bincount(t32, minlength=n_terms))])
         self._in_main[:] = False
-        self._in_main[np.unique(d)] = True
+        self._in_main[d32] = True
         self._fit_terms()
         self.df[:] = 0
-        self.df[: n_terms] = np.bincount(t, minlength=n_terms)
+        self.df[: n_terms] = np.bincount(t32, minlength=n_terms)
 
     def memory_bytes(self) -> int:
         arrays = (self._t_indptr, self._t_docs, self._t_tf, self._d_indptr, self._d_terms,
