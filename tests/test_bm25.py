@@ -121,16 +121,25 @@ def test_top_skips_common_terms_only_when_that_is_exact() -> None:
     assert (got.rows[4] == -1).all()
 
 
-def test_first_load_streams_a_generator_and_checks_the_count() -> None:
+@pytest.mark.parametrize("build_chunk", [65_536, 7, 1])
+def test_first_load_streams_a_generator_and_checks_the_count(build_chunk: int) -> None:
     documents = _demo_documents()
-    ids = list(range(len(documents)))
-    streamed = Postings(min_merge=10)  # the bulk path
+    ids = [2 * i + 1 for i in range(len(documents))]  # ascending, with gaps
+    streamed = Postings(min_merge=10, build_chunk=build_chunk)  # the bulk path, in chunks
     streamed.upsert(ids, (d for d in documents))
     one_by_one = Postings(min_merge=10**9)  # the delta path
     one_by_one.upsert(ids, documents)
     queries = _queries()
     np.testing.assert_allclose(Bm25(streamed).dense_scores(queries), Bm25(one_by_one).dense_scores(queries),
                                atol=1e-6)
+    for term in range(len(streamed.vocab)):  # postings ascending by document, as the delta's
+        docs, tf = streamed.postings(term)
+        assert (np.diff(docs) > 0).all()
+        expected = one_by_one.postings(term)
+        order = np.argsort(expected[0])
+        np.testing.assert_array_equal(docs, expected[0][order])
+        np.testing.assert_array_equal(tf, expected[1][order])
+    ids = list(range(len(documents)))
     for bulk in (10, 10**9):
         with pytest.raises(ValueError, match="one token list"):
             Postings(min_merge=bulk).upsert([*ids, len(ids)], iter(documents))

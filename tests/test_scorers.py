@@ -14,7 +14,7 @@ from consumer.history import History, TaggedPost
 from consumer.matcher import Engine, EngineConfig, ScorerSpec
 from consumer.scorers import SCORERS
 from consumer.scorers.base import QueryBatch, items_matrix, propagate
-from consumer.scorers.brand import split_into
+from consumer.scorers.brand import compact_fields, split_into
 from schemas.events import PebbleUploaded, ProductChanged, ProductRecord, Reason
 
 K = 15
@@ -218,6 +218,13 @@ def test_split_into_uses_the_fewest_catalog_words() -> None:
     assert split_into("aakriti", vocabulary) == ("aakriti",)  # one word beats aa + kriti
     assert split_into("manx", vocabulary) is None  # "x" is no catalog word
     assert split_into("", vocabulary) == ()
+
+
+def test_compact_fields_runs_each_field_together() -> None:
+    text = "the man co. beard-oil | men's_care, beard oil"
+    assert compact_fields(text) == "themancobeardoil|menscare|beardoil"
+    # Non-ASCII text takes the regex path: letters of any script stay, other symbols go.
+    assert compact_fields("crème brûlée ✨ | glow, skin") == "crèmebrûlée|glow|skin"
 
 
 def test_cotag_passes_a_seed_products_score_to_its_tag_partners() -> None:
