@@ -306,11 +306,8 @@ class Engine:
 
     def rank(self, batch: QueryBatch, k: int) -> tuple[Candidates, dict[str, Candidates]]:
         """Fused top-k per post, without products the post already tags, plus each scorer's run."""
-        self.sync()
-        allowed = self.allowed()
-        runs = {name: s.score(batch, self.config.candidates, allowed) for name, s in self.scorers.items()}
-        width = self.config.candidates
-        fused = self.fusion.fuse(runs, width, self.priors())
+        allowed, runs = self._runs(batch)
+        fused = self.fusion.fuse(runs, self.config.candidates, self.priors())
         out = Candidates.empty(len(batch), k)
         for q, pebble in enumerate(batch.pebbles):
             excluded = {self.catalog.row_of(pid) for pid in pebble.catalog_ids}
@@ -329,11 +326,17 @@ class Engine:
 
     def candidate_pools(self, posts: Sequence[PebbleUploaded]) -> list[Pool]:
         """Every scorer's candidates per post as feature tables: what fusion weights learn from."""
-        self.sync()
-        batch = self.prepare(posts)
-        allowed = self.allowed()
-        runs = {name: s.score(batch, self.config.candidates, allowed) for name, s in self.scorers.items()}
+        self.sync()  # first: a new product's name may change how a hashtag is segmented
+        _, runs = self._runs(self.prepare(posts))
         return [pool(runs, q, self.priors()) for q in range(len(posts))]
+
+    def _runs(self, batch: QueryBatch) -> tuple[np.ndarray, dict[str, Candidates]]:
+        """After syncing catalog changes: the rows that may be suggested, and every scorer's
+        candidates for the batch."""
+        self.sync()
+        allowed = self.allowed()
+        return allowed, {name: s.score(batch, self.config.candidates, allowed)
+                         for name, s in self.scorers.items()}
 
     def explain(self, batch: QueryBatch, found: dict[str, dict[int, float]], q: int,
                 row: int) -> tuple[Reason, ...]:

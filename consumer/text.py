@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -170,9 +170,10 @@ def product_text(
 
 
 @lru_cache(maxsize=4096)
-def stems_by_word(text: str) -> dict[str, str]:
+def stems_by_word(text: str) -> Mapping[str, str]:
     """A post's content words by stem (the first spelling of each): explanations compare a
-    post with ten products, so it is computed once per post, not once per product."""
+    post with ten products, so it is computed once per post, not once per product. Cached,
+    hence read-only to callers."""
     kept = [w for w in words(text) if w not in STOPWORDS and w not in FILLER_WORDS and len(w) > 1]
     by_stem: dict[str, str] = {}
     for key, word in zip(stem(kept), kept, strict=True):
